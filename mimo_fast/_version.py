@@ -1,0 +1,6 @@
+from importlib import metadata
+
+try:
+    __version__ = metadata.version("mimo-fast")
+except metadata.PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"

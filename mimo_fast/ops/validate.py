@@ -1,0 +1,108 @@
+"""Input validation shared by every backend.
+
+Two layers: ``check_*`` functions on metadata (type, dtype, device, shape) run in both
+the real and the fake implementation, so ``torch.compile`` reports the same errors at
+trace time; value checks (non-finite entries, non-positive variances) run only on real
+tensors, before any kernel touches memory. Every error names the argument.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+import torch
+
+from mimo_fast import _ext
+
+REAL_DTYPES = (torch.float32, torch.float64)
+COMPLEX_DTYPES = (torch.complex64, torch.complex128)
+#: set MIMO_FAST_SKIP_VALUE_CHECKS=1 to skip the value scans (each costs one pass over
+#: the input and, on a GPU, a device synchronisation) in a trusted hot loop.
+SKIP_ENV = "MIMO_FAST_SKIP_VALUE_CHECKS"
+
+
+def tensor(name: str, t, op: str) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    return t
+
+
+def dtype_in(name: str, t: torch.Tensor, allowed: Sequence[torch.dtype], op: str) -> None:
+    if t.dtype not in allowed:
+        raise TypeError(f"{op}: {name} must have dtype {' or '.join(str(d) for d in allowed)}, got {t.dtype}")
+
+
+def same_dtype(name: str, t: torch.Tensor, want: torch.dtype, ref_name: str, op: str) -> None:
+    if t.dtype != want:
+        raise TypeError(f"{op}: {name} has dtype {t.dtype} but {ref_name} has {want}; they must match")
+
+
+def same_device(name: str, t: torch.Tensor, ref: torch.Tensor, ref_name: str, op: str) -> None:
+    if t.device != ref.device:
+        raise ValueError(f"{op}: {name} is on {t.device} but {ref_name} is on {ref.device}; all inputs must share one device")
+
+
+def shape(name: str, t: torch.Tensor, want: Sequence, op: str, names: Optional[Sequence[str]] = None) -> None:
+    """Check ``t.shape == want``; ``names`` spells the expected shape, e.g. ('B', 'N', 'F')."""
+    spelled = "(" + ", ".join(names) + ")" if names else str(tuple(want))
+    if t.dim() != len(want):
+        raise ValueError(f"{op}: {name} must have shape {spelled} = {tuple(want)}, got {t.dim()}-D shape {tuple(t.shape)}")
+    for got, exp in zip(t.shape, want):
+        if got != exp:
+            raise ValueError(f"{op}: {name} must have shape {spelled} = {tuple(want)}, got {tuple(t.shape)}")
+
+
+def ndim(name: str, t: torch.Tensor, n: int, op: str, names: Sequence[str]) -> None:
+    if t.dim() != n:
+        raise ValueError(f"{op}: {name} must be {n}-D with shape ({', '.join(names)}), got shape {tuple(t.shape)}")
+
+
+def positive_size(name: str, value: int, what: str, op: str) -> None:
+    if value < 1:
+        raise ValueError(f"{op}: {name} must have at least one {what}, got {value}")
+
+
+def value_checks_enabled() -> bool:
+    return os.environ.get(SKIP_ENV, "") not in ("1", "true", "yes")
+
+
+def _index(flat: int, shape: torch.Size) -> tuple:
+    idx = []
+    for s in reversed(shape):
+        idx.append(flat % s)
+        flat //= s
+    return tuple(reversed(idx))
+
+
+def _first_nonfinite(t: torch.Tensor) -> Optional[tuple]:
+    """Index of the first non-finite entry of ``t`` (real or complex), or None."""
+    if t.numel() == 0:
+        return None
+    real = torch.view_as_real(t) if t.is_complex() else t
+    if real.device.type == "cpu" and _ext.C is not None and str(real.dtype).split(".")[-1] in _ext.DTYPE_CODES:
+        flat = _ext.C.first_nonfinite(real.data_ptr(), list(real.shape), list(real.stride()),
+                                      _ext.DTYPE_CODES[str(real.dtype).split(".")[-1]])
+        if flat < 0:
+            return None
+        idx = _index(flat, real.shape)
+    else:
+        bad = ~torch.isfinite(real)
+        if not bool(bad.any()):
+            return None
+        idx = tuple(int(i) for i in bad.nonzero()[0])
+    return idx[:-1] if t.is_complex() else idx
+
+
+def finite(name: str, t: torch.Tensor, op: str) -> None:
+    idx = _first_nonfinite(t)
+    if idx is not None:
+        raise ValueError(f"{op}: {name} has a non-finite value ({t[idx].item()}) at index {idx}")
+
+
+def positive(name: str, t: torch.Tensor, op: str, strict: bool = True) -> None:
+    """All entries > 0 (``strict``) or >= 0. Call after :func:`finite`."""
+    bad = t <= 0 if strict else t < 0
+    if t.numel() and bool(bad.any()):
+        idx = tuple(int(i) for i in bad.nonzero()[0])
+        rel = "> 0" if strict else ">= 0"
+        raise ValueError(f"{op}: {name} must be {rel} everywhere, got {t[idx].item()} at index {idx}")
