@@ -1,0 +1,54 @@
+"""Shared pytest-benchmark setup: every benchmark run records the machine and versions
+with its numbers (``--benchmark-json`` writes them into ``machine_info``), and helpers
+for the comparisons the bench files make.
+
+Run:  pytest bench/ --benchmark-only --benchmark-json bench/results/<name>.json
+(benchmarks are not part of the test run: ``testpaths`` in pyproject.toml is tests/).
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+import torch
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    from mimo_fast import info
+
+    data = info.collect()
+    machine_info["mimo_fast"] = {k: data[k] for k in ("mimo_fast", "torch", "torch_threads",
+                                                       "extension_cpu", "cpu_avx2_fma", "openmp_threads")}
+    machine_info["mimo_fast"]["backends"] = {n: b["unavailable"] or "available" for n, b in data["backends"].items()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "?")
+    except OSError:
+        model = "?"
+    machine_info["cpu_model"] = model
+    machine_info["nproc"] = os.cpu_count()
+    if torch.cuda.is_available():
+        machine_info["gpu"] = torch.cuda.get_device_name()
+
+
+def sgemm_gflops(n: int = 2048, repeat: int = 5) -> float:
+    """This machine's measured float32 matmul rate (best of ``repeat``), for GFLOP/s context."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+@pytest.fixture(scope="session")
+def sgemm_rate():
+    return sgemm_gflops()
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
