@@ -44,7 +44,7 @@ def same_device(name: str, t: torch.Tensor, ref: torch.Tensor, ref_name: str, op
 
 def shape(name: str, t: torch.Tensor, want: Sequence, op: str, names: Optional[Sequence[str]] = None) -> None:
     """Check ``t.shape == want``; ``names`` spells the expected shape, e.g. ('B', 'N', 'F')."""
-    spelled = "(" + ", ".join(names) + ")" if names else str(tuple(want))
+    spelled = "(" + ", ".join(names) + ("," if len(names) == 1 else "") + ")" if names else str(tuple(want))
     if t.dim() != len(want):
         raise ValueError(f"{op}: {name} must have shape {spelled} = {tuple(want)}, got {t.dim()}-D shape {tuple(t.shape)}")
     for got, exp in zip(t.shape, want):

@@ -1,0 +1,198 @@
+"""One list of sample inputs per op (the extension-cpp habit), reused by the value,
+gradient, opcheck, compile and backend tests, plus an independent implementation of
+each op's formula written as plainly as possible (explicit loops, ``torch.linalg.inv``).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional
+
+import torch
+
+import mimo_fast.ops as ops
+from mimo_fast.ops import registry
+
+
+@dataclasses.dataclass
+class Sample:
+    name: str
+    args: tuple
+    kwargs: dict = dataclasses.field(default_factory=dict)
+
+    def __repr__(self):
+        return self.name
+
+
+def _gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def _noncontig(t: torch.Tensor) -> torch.Tensor:
+    """Same values, non-contiguous memory (a strided view of a larger buffer)."""
+    big = torch.empty(*t.shape, 2, dtype=t.dtype)
+    big[..., 0] = t
+    out = big[..., 0]
+    assert not out.is_contiguous() or t.numel() <= 1
+    return out
+
+
+# ----------------------------------------------------------------- mpnn_message_sum
+def mpnn_sample(name, B, N, F, E, H1, H2, Fo, dtype, seed=0, mask=None, noncontig=False):
+    g = _gen(seed)
+
+    def r(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(dtype)
+
+    node, edge = r(B, N, F), r(B, N, N, E)
+    w1, b1 = r(H1, 2 * F + E, scale=(2 * F + E + 1) ** -0.5), r(H1, scale=0.3)
+    w2, b2 = r(H2, H1, scale=H1 ** -0.5), r(H2, scale=0.3)
+    w3, b3 = r(Fo, H2, scale=H2 ** -0.5), r(Fo, scale=0.3)
+    tensors = [node, edge, w1, b1, w2, b2, w3, b3]
+    if noncontig:
+        tensors = [_noncontig(t) for t in tensors]
+    return Sample(f"{name}-{str(dtype)[6:]}", (*tensors, mask))
+
+
+def mpnn_samples(dtype):
+    fully_masked = torch.tensor([[True, False, True, True, False],
+                                 [False, False, False, False, False],
+                                 [True, True, True, True, True]])
+    return [
+        mpnn_sample("basic", 2, 4, 3, 2, 5, 6, 7, dtype),
+        mpnn_sample("masked", 3, 5, 2, 3, 8, 4, 3, dtype, seed=1, mask=fully_masked),
+        mpnn_sample("B1", 1, 3, 2, 1, 4, 4, 2, dtype, seed=2),
+        mpnn_sample("N1", 2, 1, 3, 2, 4, 3, 2, dtype, seed=3),
+        mpnn_sample("E0", 2, 3, 2, 0, 4, 3, 2, dtype, seed=4),
+        mpnn_sample("noncontig", 2, 4, 3, 2, 5, 6, 7, dtype, seed=5, noncontig=True),
+        mpnn_sample("wide", 1, 9, 4, 2, 17, 9, 5, dtype, seed=6,
+                    mask=torch.tensor([[True] * 7 + [False, True]])),
+    ]
+
+
+def mpnn_oracle(node, edge, w1, b1, w2, b2, w3, b3, mask=None):
+    """DESIGN.md's formula with explicit loops over (b, n, j) on concatenated inputs."""
+    B, N, _ = node.shape
+    out = node.new_zeros(B, N, w3.shape[0])
+    rows = []
+    for b in range(B):
+        row = []
+        for n in range(N):
+            acc = node.new_zeros(w3.shape[0])
+            if mask is None or mask[b, n]:
+                for j in range(N):
+                    if j == n or (mask is not None and not mask[b, j]):
+                        continue
+                    inp = torch.cat([node[b, n], node[b, j], edge[b, n, j]])
+                    h = torch.relu(w1 @ inp + b1)
+                    h = torch.relu(w2 @ h + b2)
+                    acc = acc + w3 @ h + b3
+            row.append(acc)
+        rows.append(torch.stack(row) if row else out[b])
+    return torch.stack(rows) if rows else out
+
+
+# ----------------------------------------------------------------- ep_lmmse
+def ep_sample(name, B, K, dtype, seed=0, cond=None, noncontig=False, M=None):
+    g = _gen(seed)
+    M = M or K + 2
+    Hm = torch.randn(B, M, K, generator=g, dtype=torch.float64) / M ** 0.5
+    if cond is not None:  # scale the columns to make gram ill-conditioned
+        Hm = Hm * torch.logspace(0, -cond, K, dtype=torch.float64)
+    gram = Hm.mT @ Hm
+    rhs = torch.randn(B, K, generator=g, dtype=torch.float64)
+    lam = torch.rand(B, K, generator=g, dtype=torch.float64) + 0.2
+    gam = torch.randn(B, K, generator=g, dtype=torch.float64)
+    tensors = [t.to(dtype) for t in (gram, rhs, lam, gam)]
+    if noncontig:
+        tensors = [_noncontig(t) for t in tensors]
+    return Sample(f"{name}-{str(dtype)[6:]}", tuple(tensors))
+
+
+def ep_samples(dtype):
+    return [
+        ep_sample("basic", 3, 5, dtype),
+        ep_sample("B1", 1, 4, dtype, seed=1),
+        ep_sample("K1", 4, 1, dtype, seed=2),
+        ep_sample("rank-deficient-gram", 2, 6, dtype, seed=3, M=3),  # lam keeps A PD
+        ep_sample("noncontig", 3, 5, dtype, seed=4, noncontig=True),
+        ep_sample("K17", 2, 17, dtype, seed=5),
+    ]
+
+
+def ep_oracle(gram, rhs, lam, gam):
+    A = 0.5 * (gram + gram.mT) + torch.diag_embed(lam)
+    Ainv = torch.linalg.inv(A)
+    return (Ainv @ (rhs + gam)[..., None])[..., 0], torch.diagonal(Ainv, dim1=-2, dim2=-1)
+
+
+# ----------------------------------------------------------------- amp_step
+def amp_sample(name, B, M, N, dtype, seed=0, first=False, noncontig=False, noise=0.3):
+    g = _gen(seed)
+    cdt = torch.complex64 if dtype == torch.float32 else torch.complex128
+
+    def c(*shape, scale=1.0):
+        re = torch.randn(*shape, generator=g, dtype=torch.float64)
+        im = torch.randn(*shape, generator=g, dtype=torch.float64)
+        return (torch.complex(re, im) * scale).to(cdt)
+
+    H = c(B, M, N, scale=(2 * M) ** -0.5)
+    y, x = c(B, M), c(B, N, scale=0.7)
+    v = (torch.rand(B, N, generator=g, dtype=torch.float64) * 0.5 + 0.05).to(dtype)
+    z_prev = y.clone() if first else c(B, M)
+    V_prev = (torch.rand(B, M, generator=g, dtype=torch.float64) * 0.5).to(dtype)
+    noise_var = (torch.rand(B, generator=g, dtype=torch.float64) * noise + 0.05).to(dtype)
+    tensors = [H, y, x, v, z_prev, V_prev, noise_var]
+    if noncontig:
+        tensors = [_noncontig(t) for t in tensors]
+    return Sample(f"{name}-{str(dtype)[6:]}", tuple(tensors))
+
+
+def amp_samples(dtype):
+    return [
+        amp_sample("basic", 2, 6, 4, dtype),
+        amp_sample("first-iteration", 2, 5, 3, dtype, seed=1, first=True),
+        amp_sample("B1-N1", 1, 4, 1, dtype, seed=2),
+        amp_sample("M1", 3, 1, 2, dtype, seed=3),
+        amp_sample("noncontig", 2, 6, 4, dtype, seed=4, noncontig=True),
+        amp_sample("tall", 2, 13, 5, dtype, seed=5),
+    ]
+
+
+def amp_oracle(H, y, x, v, z_prev, V_prev, noise_var):
+    """Eqs. (8a)-(8d) with explicit sums over the antenna and user indices."""
+    B, M, N = H.shape
+    absH2 = (H * H.conj()).real
+    V = torch.stack([torch.stack([sum(absH2[b, m, n] * v[b, n] for n in range(N)) for m in range(M)])
+                     for b in range(B)])
+    Hx = torch.einsum("bmn,bn->bm", H, x)
+    z = Hx - V * (y - z_prev) / (noise_var[:, None] + V_prev)
+    inv = 1 / (noise_var[:, None] + V)
+    Sigma = 1 / torch.einsum("bmn,bm->bn", absH2, inv)
+    r = x + Sigma * torch.einsum("bmn,bm->bn", H.conj(), (y - z) * inv)
+    return r, Sigma, z, V
+
+
+# ----------------------------------------------------------------- shared
+OPS = {
+    "mpnn_message_sum": (ops.mpnn_message_sum, mpnn_samples, mpnn_oracle),
+    "ep_lmmse": (ops.ep_lmmse, ep_samples, ep_oracle),
+    "amp_step": (ops.amp_step, amp_samples, amp_oracle),
+}
+
+
+def backends_for(op: str, sample: Sample) -> list[str]:
+    """Every registered backend that can run ``op`` on this sample here."""
+    tensors = tuple(t for t in sample.args if isinstance(t, torch.Tensor))
+    return [n for n, why in registry.explain(op, tensors).items() if why is None]
+
+
+def all_backend_names() -> list[str]:
+    return sorted(registry.backends())
+
+
+def floating(args) -> list[int]:
+    return [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and (a.is_floating_point() or a.is_complex())]
+
+
+def call(fn: Callable, args, backend: Optional[str]):
+    return fn(*args, backend=backend)

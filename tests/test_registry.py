@@ -1,0 +1,100 @@
+"""Backend registry and dispatch (DESIGN.md "Backends"): explicit choices fail loudly
+with the reason, automatic ones fall back with a one-time warning."""
+import warnings
+
+import pytest
+import torch
+
+import mimo_fast.ops as ops
+from mimo_fast.ops import registry
+from mimo_fast.ops.registry import Backend, BackendFallbackWarning, BackendUnavailableError
+from op_samples import ep_sample
+
+
+@pytest.fixture
+def args():
+    return ep_sample("r", 2, 3, torch.float64).args
+
+
+@pytest.fixture
+def fake_backend(monkeypatch):
+    """A high-priority CPU backend that refuses float64, to exercise the fallback."""
+    ref = registry.get_backend("reference")
+    b = Backend(name="fake", priority=100, devices=("cpu",), dtypes=(torch.float32,))
+    b.implement("ep_lmmse", ref.ops["ep_lmmse"].forward, ref.ops["ep_lmmse"].backward)
+    monkeypatch.setitem(registry._BACKENDS, "fake", b)
+    monkeypatch.setattr(registry, "_WARNED", set())
+    return b
+
+
+def test_every_backend_is_registered_with_a_state():
+    names = set(registry.backends())
+    assert {"reference", "cpu", "triton", "cuda"} <= names
+    ref = registry.get_backend("reference")
+    assert ref.unavailable() is None and set(ref.ops) == set(registry.OP_NAMES)
+
+
+def test_automatic_fallback_warns_once_with_reason(fake_backend, args):
+    with pytest.warns(BackendFallbackWarning, match="'fake' does not support torch.float64"):
+        ops.ep_lmmse(*args)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BackendFallbackWarning)
+        ops.ep_lmmse(*args)  # second call: silent
+
+
+def test_automatic_choice_prefers_priority(fake_backend, args):
+    calls = []
+    fwd = fake_backend.ops["ep_lmmse"].forward
+    fake_backend.ops["ep_lmmse"].forward = lambda *a: calls.append(1) or fwd(*a)
+    ops.ep_lmmse(*(a.float() for a in args))
+    assert calls == [1]
+
+
+def test_explicit_unserveable_backend_raises_with_reason(fake_backend, args):
+    with pytest.raises(BackendUnavailableError, match=r"backend 'fake' \(from backend='fake'\) cannot run here: does not support torch.float64"):
+        ops.ep_lmmse(*args, backend="fake")
+
+
+def test_env_var_selects_and_errors_name_it(fake_backend, args, monkeypatch):
+    monkeypatch.setenv("MIMO_FAST_BACKEND", "fake")
+    with pytest.raises(BackendUnavailableError, match="from MIMO_FAST_BACKEND=fake"):
+        ops.ep_lmmse(*args)
+    monkeypatch.setenv("MIMO_FAST_BACKEND", "reference")
+    mean, _ = ops.ep_lmmse(*args)  # served, no warning
+    assert mean.shape == (2, 3)
+
+
+def test_unknown_backend_lists_names(args):
+    with pytest.raises(ValueError, match="unknown backend 'nope'.*reference"):
+        ops.ep_lmmse(*args, backend="nope")
+
+
+def test_backend_argument_type(args):
+    with pytest.raises(TypeError, match="backend must be a str"):
+        ops.ep_lmmse(*args, backend=3)
+
+
+def test_cuda_backend_explains_itself_without_gpu(args):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    reason = registry.get_backend("cuda").refusal("ep_lmmse", args, explicit=True)
+    assert reason  # missing module, no driver, or no device: never None on a CPU-only box
+    with pytest.raises(BackendUnavailableError, match="backend 'cuda'"):
+        ops.ep_lmmse(*args, backend="cuda")
+
+
+def test_triton_on_cpu_needs_interpreter(args, monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    reason = registry.get_backend("triton").refusal("ep_lmmse", args, explicit=True)
+    assert reason and ("Triton is not installed" in reason or "TRITON_INTERPRET=1" in reason)
+
+
+def test_value_checks_can_be_skipped(monkeypatch):
+    gram, rhs, lam, gam = ep_sample("s", 1, 2, torch.float64).args
+    lam = lam.clone()
+    lam[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="lam has a non-finite"):
+        ops.ep_lmmse(gram, rhs, lam, gam)
+    monkeypatch.setenv("MIMO_FAST_SKIP_VALUE_CHECKS", "1")
+    mean, _, _ = ops.ep_lmmse_ex(gram, rhs, lam, gam)  # trusted mode: no scan, NaN flows
+    assert torch.isnan(mean).any()
