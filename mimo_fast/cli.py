@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="versions, build metadata and each backend: available or why not")
     p.add_argument("--json", action="store_true", help="print the same as JSON")
     p.set_defaults(func=_cmd_info)
+    from mimo_fast.bench.run import add_parser as add_bench
+
+    add_bench(sub)
     return parser
 
 
