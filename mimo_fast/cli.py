@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="versions, build metadata and each backend: available or why not")
     p.add_argument("--json", action="store_true", help="print the same as JSON")
     p.set_defaults(func=_cmd_info)
+    from mimo_fast.simulate import add_parser as add_simulate
+
+    add_simulate(sub)
     return parser
 
 
