@@ -1,0 +1,58 @@
+"""Detectors: ``make(name, constellation, *, nr=None, nt=None, weights=None, **options)``.
+
+Every detector is an ``nn.Module`` called as ``det(y, H, noise_var, mask=None)`` and
+returns a :class:`DetectorOutput` (``.logits``, ``.hard``, ``.llr(method)``). See
+:mod:`mimo_fast.detect.base` for the conventions.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from torch import nn
+
+from mimo_fast.detect.base import Detector, DetectorOutput, bit_llrs
+from mimo_fast.detect.iterative import AMP, EP, OAMP
+from mimo_fast.detect.linear import LMMSE, MF, VBLAST, ZF
+from mimo_fast.detect.tree import ML, KBest, Sphere
+
+#: name -> class. Learned detectors register here when they exist.
+REGISTRY: dict = {
+    "mf": MF, "zf": ZF, "lmmse": LMMSE, "ml": ML, "sphere": Sphere, "kbest": KBest,
+    "vblast": VBLAST, "amp": AMP, "oamp": OAMP, "ep": EP,
+}
+#: learned detectors named by DESIGN.md that this version does not provide yet
+NOT_YET = ("oampnet", "oampnet2", "gnn", "gepnet", "ampgnn", "remimo", "e2e")
+NAMES = tuple(REGISTRY) + tuple(n for n in NOT_YET if n not in REGISTRY)
+
+
+class DetectorNotAvailableError(NotImplementedError):
+    """A detector DESIGN.md names but this version does not provide."""
+
+
+def available() -> tuple:
+    return tuple(REGISTRY)
+
+
+def make(name: str, constellation, *, nr: Optional[int] = None, nt: Optional[int] = None,
+         weights=None, **options) -> nn.Module:
+    """Build detector ``name`` for ``constellation`` (a Constellation, ``"qam16"`` or 16).
+
+    ``options`` go to the detector (e.g. ``iterations``, ``damping`` for ep; ``k`` for
+    kbest; ``backend`` for the op-based ones). Classical detectors take no ``weights``.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {type(name).__name__}")
+    key = name.lower()
+    if key not in REGISTRY:
+        if key in NOT_YET:
+            raise DetectorNotAvailableError(
+                f"detector {name!r} is a learned detector that is not available in this version of "
+                f"mimo_fast (a later release adds it); available: {', '.join(REGISTRY)}")
+        raise ValueError(f"unknown detector name {name!r}; choose from {', '.join(NAMES)}")
+    if weights is not None:
+        raise ValueError(f"weights: detector {name!r} is classical and takes no weights")
+    return REGISTRY[key](constellation, nr=nr, nt=nt, **options)
+
+
+__all__ = ["make", "available", "REGISTRY", "NAMES", "NOT_YET", "Detector", "DetectorOutput",
+           "bit_llrs", "DetectorNotAvailableError"]
