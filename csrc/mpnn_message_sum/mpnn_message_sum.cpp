@@ -1,9 +1,10 @@
 // mpnn_message_sum: fused CPU forward and backward (float32, float64).
 //
-// Python (mimo_fast/ops/cpu/mpnn_message_sum.py) does the per-node GEMMs with torch:
-// recv = node Wa^T + b1 and send = node Wb^T (B, N, H1p), and the last layer on the
-// summed messages; this file streams over all (receiver, sender) pairs and never holds
-// anything of size N*N*H. Kernel body: mpnn_message_sum_kernel.h, compiled twice
+// Forward is the whole op in one parallel region: per batch element the per-node
+// projections recv = node Wa^T + b1, send = node Wb^T (N x H1p scratch), the stream
+// over all (receiver, sender) pairs, and the last layer on the sums; nothing of size
+// N*N*H is ever held. Backward takes recv/send from torch (Python glue) and returns
+// per-node and per-thread gradient pieces that the glue finishes with small GEMMs. Kernel body: mpnn_message_sum_kernel.h, compiled twice
 // (portable baseline and AVX2/FMA), chosen at run time by cpu_has_avx2_fma().
 //
 // Work split: OpenMP over units = (batch element, range of receivers). Receivers are
@@ -32,15 +33,19 @@ namespace mpnn {
 
 // All tensors contiguous; H1, H2 are the padded sizes H1p, H2p.
 struct FwdArgs {
-  const void* recv;   // (B, N, H1) node Wa^T + b1
-  const void* send;   // (B, N, H1) node Wb^T
+  const void* node;   // (B, N, F)
   const void* edge;   // (B, N, N, E)
-  const void* weT;    // (E, H1)
+  const void* waT;    // (F, H1) receiver part of w1, transposed
+  const void* wbT;    // (F, H1) sender part
+  const void* b1;     // (H1)
+  const void* weT;    // (E, H1) edge part
   const void* w2t;    // (H1, H2)
   const void* b2;     // (H2)
+  const void* w3;     // (Fo, H2)
+  const void* b3;     // (Fo)
   const unsigned char* mask;  // (B, N) or null
-  void* s;            // (B, N, H2) out, zero on entry
-  long B, N, E, H1, H2;
+  void* out;          // (B, N, Fo)
+  long B, N, F, E, H1, H2, Fo;
 };
 
 struct BwdArgs {
@@ -136,7 +141,7 @@ long tile_pairs(long H1, long elem) {
 
 template <typename T>
 void forward_impl(const FwdArgs& a, int nthreads, int isa) {
-  using Fn = void (*)(const FwdArgs&, long, long, long, T*, int*, int*, long);
+  using Fn = void (*)(const FwdArgs&, long, long, long, T*, T*, T*, T*, int*, int*, long);
   Fn unit = &portable::fwd_unit<T>;
 #if MIMO_FAST_MPNN_AVX2
   if (isa == kAvx2) unit = &avx2::fwd_unit<T>;
@@ -146,12 +151,13 @@ void forward_impl(const FwdArgs& a, int nthreads, int isa) {
   const long TP = tile_pairs(a.H1, sizeof(T));
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1 && units > 1)
   {
-    std::vector<T> A1(TP * a.H1);
+    std::vector<T> A1(TP * a.H1), recv(a.N * a.H1), send(a.N * a.H1), S(a.N * a.H2);
     std::vector<int> dst(TP), src(TP);
 #pragma omp for schedule(dynamic, 1)
     for (long u = 0; u < units; ++u) {
       const long b = u / chunks, c = u % chunks;
-      unit(a, b, c * a.N / chunks, (c + 1) * a.N / chunks, A1.data(), dst.data(), src.data(), TP);
+      unit(a, b, c * a.N / chunks, (c + 1) * a.N / chunks, A1.data(), recv.data(), send.data(),
+           S.data(), dst.data(), src.data(), TP);
     }
   }
 }
@@ -194,16 +200,18 @@ void check_sizes(long B, long N, long E, long H1, long H2, int dtype, int isa, i
   if (nthreads < 1) throw std::invalid_argument("mpnn_message_sum: nthreads must be >= 1");
 }
 
-void forward(int dtype, std::uintptr_t recv, std::uintptr_t send, std::uintptr_t edge,
-             std::uintptr_t weT, std::uintptr_t w2t, std::uintptr_t b2, std::uintptr_t mask,
-             std::uintptr_t s, long B, long N, long E, long H1, long H2, int nthreads, int isa) {
+void forward(int dtype, std::uintptr_t node, std::uintptr_t edge, std::uintptr_t waT,
+             std::uintptr_t wbT, std::uintptr_t b1, std::uintptr_t weT, std::uintptr_t w2t,
+             std::uintptr_t b2, std::uintptr_t w3, std::uintptr_t b3, std::uintptr_t mask,
+             std::uintptr_t out, long B, long N, long F, long E, long H1, long H2, long Fo,
+             int nthreads, int isa) {
   check_sizes(B, N, E, H1, H2, dtype, isa, nthreads);
+  if (F < 1 || Fo < 1) throw std::invalid_argument("mpnn_message_sum: bad sizes");
   isa = pick_isa(isa);
-  FwdArgs a{reinterpret_cast<const void*>(recv), reinterpret_cast<const void*>(send),
-            reinterpret_cast<const void*>(edge), reinterpret_cast<const void*>(weT),
-            reinterpret_cast<const void*>(w2t), reinterpret_cast<const void*>(b2),
-            reinterpret_cast<const unsigned char*>(mask), reinterpret_cast<void*>(s),
-            B, N, E, H1, H2};
+  auto c = [](std::uintptr_t p) { return reinterpret_cast<const void*>(p); };
+  FwdArgs a{c(node), c(edge), c(waT), c(wbT), c(b1), c(weT), c(w2t), c(b2), c(w3), c(b3),
+            reinterpret_cast<const unsigned char*>(mask), reinterpret_cast<void*>(out),
+            B, N, F, E, H1, H2, Fo};
   if (B == 0) return;
   py::gil_scoped_release release;
   switch (static_cast<DType>(dtype)) {
@@ -244,11 +252,11 @@ void bind_mpnn_message_sum(py::module_& m) {
         "Multiple that H1 and H2 must be zero-padded to (isa: 0 auto, 1 portable, 2 avx2).");
   m.def("mpnn_message_sum_isa", [](int isa) { return mpnn::pick_isa(isa) == mpnn::kAvx2 ? "avx2" : "portable"; },
         "isa"_a = 0, "The instruction set the kernels run with for this isa code.");
-  m.def("mpnn_message_sum_forward", &mpnn::forward, "dtype"_a, "recv"_a, "send"_a, "edge"_a,
-        "weT"_a, "w2t"_a, "b2"_a, "mask"_a, "s"_a, "B"_a, "N"_a, "E"_a, "H1"_a, "H2"_a,
-        "nthreads"_a, "isa"_a = 0,
-        "s[b, n] += sum over valid senders j of relu(w2 relu(recv[n] + send[j] + We e[n, j]) + b2). "
-        "Pointers to contiguous buffers; H1/H2 padded (mpnn_message_sum_pad).");
+  m.def("mpnn_message_sum_forward", &mpnn::forward, "dtype"_a, "node"_a, "edge"_a, "waT"_a,
+        "wbT"_a, "b1"_a, "weT"_a, "w2t"_a, "b2"_a, "w3"_a, "b3"_a, "mask"_a, "out"_a, "B"_a, "N"_a,
+        "F"_a, "E"_a, "H1"_a, "H2"_a, "Fo"_a, "nthreads"_a, "isa"_a = 0,
+        "out = the whole op (mimo_fast.ops.mpnn_message_sum). Pointers to contiguous buffers; "
+        "H1/H2 zero-padded (mpnn_message_sum_pad); w1 split into waT, wbT (F, H1) and weT (E, H1).");
   m.def("mpnn_message_sum_backward", &mpnn::backward, "dtype"_a, "recv"_a, "send"_a, "edge"_a,
         "weT"_a, "w2t"_a, "w2"_a, "b2"_a, "mask"_a, "gs"_a, "s"_a, "grecv"_a, "gsend"_a,
         "gsend_per_thread"_a, "gedge"_a, "gw2"_a, "gb2"_a, "gwe"_a, "B"_a, "N"_a, "E"_a, "H1"_a,

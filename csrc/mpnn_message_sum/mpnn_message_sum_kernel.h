@@ -133,21 +133,46 @@ static inline void build_h1(const T* recv, const T* send, const T* edge, const T
 
 static inline long round_up(long x, long m) { return (x + m - 1) / m * m; }
 
-// Forward for batch element b, receivers [n0, n1): s[b, n] = sum_j relu(w2 h1 + b2).
-// s must hold zeros on entry. Scratch: A1 (TP x H1p), dst/src (TP).
+// Forward for batch element b, receivers [n0, n1), everything after the input checks:
+//   recv = node Wa^T + b1, send = node Wb^T          (per node, into scratch)
+//   S[n] = sum_{j valid} relu(W2 relu(recv[n] + send[j] + We e[n, j]) + b2)
+//   out[n] = W3 S[n] + count[n] b3, zero for a masked receiver.
+// Scratch: A1 (TP x H1p), recv/send (N x H1p), S (N x H2p), dst/src (TP).
 template <typename T>
-static void fwd_unit(const FwdArgs& a, long b, long n0, long n1, T* A1, int* dst, int* src, long TP) {
+static void fwd_unit(const FwdArgs& a, long b, long n0, long n1, T* A1, T* recv, T* send, T* S,
+                     int* dst, int* src, long TP) {
   using V = typename Vt<T>::V;
   constexpr int W = Vt<T>::W;
-  const long N = a.N, E = a.E, H1 = a.H1, H2 = a.H2;
-  const T* recv = static_cast<const T*>(a.recv) + b * N * H1;
-  const T* send = static_cast<const T*>(a.send) + b * N * H1;
+  const long N = a.N, F = a.F, E = a.E, H1 = a.H1, H2 = a.H2, Fo = a.Fo;
+  const T* node = static_cast<const T*>(a.node) + b * N * F;
   const T* edge = static_cast<const T*>(a.edge) + b * N * N * E;
+  const T* waT = static_cast<const T*>(a.waT);
+  const T* wbT = static_cast<const T*>(a.wbT);
+  const T* b1 = static_cast<const T*>(a.b1);
   const T* weT = static_cast<const T*>(a.weT);
   const T* w2t = static_cast<const T*>(a.w2t);
   const T* b2 = static_cast<const T*>(a.b2);
+  const T* w3 = static_cast<const T*>(a.w3);
+  const T* b3 = static_cast<const T*>(a.b3);
   const unsigned char* m = a.mask ? a.mask + b * N : nullptr;
-  T* s = static_cast<T*>(a.s) + b * N * H2;
+  T* out = static_cast<T*>(a.out) + b * N * Fo;
+  long nvalid = N;
+  if (m) { nvalid = 0; for (long i = 0; i < N; ++i) nvalid += m[i] != 0; }
+  // per-node projections: senders are all nodes, receivers only [n0, n1)
+  for (long i = 0; i < N; ++i) {
+    const bool need_recv = i >= n0 && i < n1;
+    for (long k = 0; k < H1; k += W) {
+      V r = vload(b1 + k), s = V{};
+      for (long f = 0; f < F; ++f) {
+        const T x = node[i * F + f];
+        if (need_recv) r += x * vload(waT + f * H1 + k);
+        s += x * vload(wbT + f * H1 + k);
+      }
+      if (need_recv) vstore(recv + i * H1 + k, r);
+      vstore(send + i * H1 + k, s);
+    }
+  }
+  for (long i = n0 * H2; i < n1 * H2; ++i) S[i] = T(0);
   long n = n0, j = 0;
   for (;;) {
     const long rows = next_pairs(m, N, n1, n, j, dst, src, TP);
@@ -167,12 +192,26 @@ static void fwd_unit(const FwdArgs& a, long b, long n0, long n1, T* A1, int* dst
       constexpr int NV = sizeof(acc[0]) / sizeof(V);
       for (int r = 0; r < MR; ++r) {
         if (r0 + r >= rows) break;
-        T* d = s + dst[r0 + r] * H2 + c * W;
+        T* d = S + dst[r0 + r] * H2 + c * W;
         for (int v = 0; v < NV; ++v) vstore(d + v * W, vload(d + v * W) + vrelu(acc[r][v]));
       }
     };
     gemm_pairs<T>(rp, H2 / W, H1, A1, H1, w2t, H2, init, epi);
     if (rows < TP) break;
+  }
+  // last layer on the sums (b3 once per message)
+  for (long i = n0; i < n1; ++i) {
+    T* o = out + i * Fo;
+    if (m && !m[i]) { for (long q = 0; q < Fo; ++q) o[q] = T(0); continue; }
+    const T count = static_cast<T>(nvalid - 1);
+    const T* si = S + i * H2;
+    for (long q = 0; q < Fo; ++q) {
+      V acc = V{};
+      for (long k = 0; k < H2; k += W) acc += vload(si + k) * vload(w3 + q * H2 + k);
+      T sum = T(0);
+      for (int l = 0; l < W; ++l) sum += acc[l];
+      o[q] = sum + count * b3[q];
+    }
   }
 }
 

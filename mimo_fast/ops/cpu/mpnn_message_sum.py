@@ -2,12 +2,15 @@
 
 Split of the work (the design's "split w1, stream over j, sum before the last layer"):
 
-* torch, per node (cheap GEMMs): ``recv = node Wa^T + b1``, ``send = node Wb^T`` with
-  ``w1 = [Wa | Wb | We]``; after the kernel ``out = s W3^T + count b3``.
-* C++ (``csrc/mpnn_message_sum/``), per pair, streamed tile by tile:
-  ``s[n] = sum_{j valid} relu(W2 relu(recv[n] + send[j] + We e[n, j]) + b2)``.
-  Backward recomputes the tile and accumulates the chain rule written in
-  :func:`mimo_fast.ops.reference.mpnn_message_sum.backward`.
+* forward, all in C++ (``csrc/mpnn_message_sum/``), one parallel region: per batch
+  element ``recv = node Wa^T + b1``, ``send = node Wb^T`` (``w1 = [Wa | Wb | We]``), then
+  per pair, streamed tile by tile,
+  ``s[n] = sum_{j valid} relu(W2 relu(recv[n] + send[j] + We e[n, j]) + b2)``, then
+  ``out[n] = W3 s[n] + count[n] b3``.
+* backward: torch makes recv/send and ``gs = (grad * mask) W3``; C++ recomputes each
+  tile and accumulates the chain rule written in
+  :func:`mimo_fast.ops.reference.mpnn_message_sum.backward`, returning per-node sums
+  (grecv, gsend) and per-thread weight gradients; torch finishes with small GEMMs.
 
 Hidden sizes are zero-padded to the kernel's vector width (``_C.mpnn_message_sum_pad``):
 zero rows of w1/b1 give h1 = 0 in the pad, zero rows of w2/b2 give p2 = 0, so the pad
@@ -52,11 +55,11 @@ class _Prep:
         m = C.mpnn_message_sum_pad(self.code, self.isa)
         H1p, H2p = _round(H1, m), _round(H2, m)
         self.B, self.N, self.F, self.E, self.H1, self.H2, self.H1p, self.H2p = B, N, F, E, H1, H2, H1p, H2p
-        self.x = node.reshape(B * N, F)
-        wa = Fn.pad(w1[:, :F], (0, 0, 0, H1p - H1))
-        wb = Fn.pad(w1[:, F:2 * F], (0, 0, 0, H1p - H1))
-        self.recv = torch.addmm(Fn.pad(b1, (0, H1p - H1)), self.x, wa.T).contiguous()
-        self.send = torch.mm(self.x, wb.T).contiguous()
+        self.node = node.contiguous()
+        self.x = self.node.reshape(B * N, F)
+        self.waT = Fn.pad(w1[:, :F].T, (0, H1p - H1)).contiguous()               # (F, H1p)
+        self.wbT = Fn.pad(w1[:, F:2 * F].T, (0, H1p - H1)).contiguous()          # (F, H1p)
+        self.b1 = Fn.pad(b1, (0, H1p - H1)).contiguous()
         self.weT = Fn.pad(w1[:, 2 * F:].T, (0, H1p - H1)).contiguous()          # (E, H1p)
         self.w2 = Fn.pad(w2, (0, H1p - H1, 0, H2p - H2)).contiguous()            # (H2p, H1p)
         self.w2t = self.w2.T.contiguous()                                         # (H1p, H2p)
@@ -80,16 +83,15 @@ def forward(node, edge, w1, b1, w2, b2, w3, b3, mask):
     if B == 0:
         return node.new_zeros(0, N, Fo)
     p = _Prep(node, edge, w1, b1, w2, b2, mask)
-    s = node.new_zeros(B * N, p.H2p)
+    w3p = Fn.pad(w3, (0, p.H2p - p.H2)).contiguous()
+    b3c = b3.contiguous()
+    out = node.new_empty(B, N, Fo)
     _ext.C.mpnn_message_sum_forward(
-        p.code, p.recv.data_ptr(), p.send.data_ptr(), p.edge.data_ptr(), p.weT.data_ptr(),
-        p.w2t.data_ptr(), p.b2.data_ptr(), p.mask_ptr, s.data_ptr(),
-        B, N, p.E, p.H1p, p.H2p, p.nthreads, p.isa)
-    w3p = Fn.pad(w3, (0, p.H2p - p.H2))
-    count = p.count(mask, node.dtype)
-    if mask is None:
-        return torch.addmm(b3 * count, s, w3p.T).reshape(B, N, Fo)
-    return (s @ w3p.T).reshape(B, N, Fo) + count * b3
+        p.code, p.node.data_ptr(), p.edge.data_ptr(), p.waT.data_ptr(), p.wbT.data_ptr(),
+        p.b1.data_ptr(), p.weT.data_ptr(), p.w2t.data_ptr(), p.b2.data_ptr(), w3p.data_ptr(),
+        b3c.data_ptr(), p.mask_ptr, out.data_ptr(), B, N, p.F, p.E, p.H1p, p.H2p, Fo,
+        p.nthreads, p.isa)
+    return out
 
 
 def backward(grad, node, edge, w1, b1, w2, b2, w3, b3, mask):
@@ -99,6 +101,8 @@ def backward(grad, node, edge, w1, b1, w2, b2, w3, b3, mask):
     p = _Prep(node, edge, w1, b1, w2, b2, mask)
     H1, H2, H1p, H2p, E, T = p.H1, p.H2, p.H1p, p.H2p, p.E, p.nthreads
     Fo = w3.shape[0]
+    recv = torch.addmm(p.b1, p.x, p.waT).contiguous()                          # (B*N, H1p)
+    send = torch.mm(p.x, p.wbT).contiguous()
     g = grad if mask is None else grad * mask[:, :, None].to(grad.dtype)
     g2 = g.reshape(B * N, Fo)
     gs = torch.mm(g2, Fn.pad(w3, (0, H2p - H2))).contiguous()                   # (B*N, H2p)
@@ -109,7 +113,7 @@ def backward(grad, node, edge, w1, b1, w2, b2, w3, b3, mask):
     gedge = torch.zeros_like(p.edge)
     gw2, gb2, gwe = z(T, H2p, H1p), z(T, H2p), z(T, E, H1p)
     _ext.C.mpnn_message_sum_backward(
-        p.code, p.recv.data_ptr(), p.send.data_ptr(), p.edge.data_ptr(), p.weT.data_ptr(),
+        p.code, recv.data_ptr(), send.data_ptr(), p.edge.data_ptr(), p.weT.data_ptr(),
         p.w2t.data_ptr(), p.w2.data_ptr(), p.b2.data_ptr(), p.mask_ptr, gs.data_ptr(),
         s.data_ptr(), grecv.data_ptr(), gsend.data_ptr(), per_thread, gedge.data_ptr(),
         gw2.data_ptr(), gb2.data_ptr(), gwe.data_ptr(), B, N, E, H1p, H2p, T, p.isa)
