@@ -5,7 +5,9 @@ Implementations (float32, torch's thread count, inputs without a mask):
   careful   first layer split per node (recv + send + edge term), sum before layer 3
   compiled  torch.compile(careful)
   reference backend="reference" (the package's pure-PyTorch op, chunked)
-  cpu       backend="cpu" (the fused C++ kernel)
+  cpu       backend="cpu" (the fused C++ kernel), as users call it (with the op's
+            non-finite scans of every input)
+  cpu-nocheck  the same with MIMO_FAST_SKIP_VALUE_CHECKS=1 (kernel + glue only)
 Shapes (issue 3): S1 B1024 N16 H128/64, S2 B256 N64 H16/8, S3 B32 N256 H64/32.
 Each implementation's answer (and gradients, for fwd+bwd) is checked against the
 reference once before timing. extra_info records GFLOP/s (counting valid pairs,
@@ -25,6 +27,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 import torch
@@ -37,7 +40,7 @@ SHAPES = {  # B, N, F, E, H1, H2, Fo
     "S2": (256, 64, 8, 2, 16, 8, 8),
     "S3": (32, 256, 16, 2, 64, 32, 16),
 }
-IMPLS = ["naive", "careful", "compiled", "reference", "cpu"]
+IMPLS = ["naive", "careful", "compiled", "reference", "cpu", "cpu-nocheck"]
 
 
 def make_inputs(shape, seed=0):
@@ -70,8 +73,21 @@ def careful(node, edge, w1, b1, w2, b2, w3, b3):
 _compiled = torch.compile(careful, dynamic=False)
 
 
+def _cpu_nocheck(*a):
+    old = os.environ.get("MIMO_FAST_SKIP_VALUE_CHECKS")
+    os.environ["MIMO_FAST_SKIP_VALUE_CHECKS"] = "1"
+    try:
+        return mpnn_message_sum(*a, backend="cpu")
+    finally:
+        if old is None:
+            del os.environ["MIMO_FAST_SKIP_VALUE_CHECKS"]
+        else:
+            os.environ["MIMO_FAST_SKIP_VALUE_CHECKS"] = old
+
+
 def impl_fn(name):
     return {
+        "cpu-nocheck": _cpu_nocheck,
         "naive": naive,
         "careful": careful,
         "compiled": _compiled,
@@ -103,6 +119,14 @@ def assert_close(got, want, what):
     torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-4 * scale, msg=lambda m: f"{what}: {m}")
 
 
+def assert_close_grad(got, want, what):
+    """Gradients in float32 jump where a pre-activation sits within rounding of a ReLU kink
+    (a few elements in 1e5 differ by O(1e-1) between any two summation orders), so
+    gradients are compared in norm."""
+    err = ((got - want).norm() / want.norm().clamp_min(1e-30)).item()
+    assert err < 1e-3, f"{what}: relative error in norm {err:.2e}"
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("mode", ["fwd", "fwdbwd"])
 @pytest.mark.parametrize("shape", list(SHAPES))
@@ -124,7 +148,7 @@ def test_mpnn_message_sum(benchmark, sgemm_rate, shape, mode, impl):
         out, grads = run()
         assert_close(out.detach(), want, f"{impl} {shape} forward")
         for name, g, w in zip(("node", "edge", "w1", "b1", "w2", "b2", "w3", "b3"), grads, want_grads):
-            assert_close(g, w, f"{impl} {shape} grad {name}")
+            assert_close_grad(g, w, f"{impl} {shape} grad {name}")
     benchmark.group = f"mpnn_message_sum {shape} {mode}"
     benchmark.extra_info.update(shape=shape, mode=mode, impl=impl, sizes=dict(zip("B N F E H1 H2 Fo".split(), SHAPES[shape])),
                                 threads=torch.get_num_threads(), sgemm_gflops=round(sgemm_rate, 1))
@@ -159,7 +183,9 @@ print(json.dumps({{"extra_peak_bytes": peak - base, "base_rss_bytes": base}}))
 def measure_peak(impl):
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     script = _MEMORY_SCRIPT.format(bench_dir=os.path.dirname(os.path.abspath(__file__)), impl=impl)
-    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+    # cwd elsewhere: `python -c` puts the cwd on sys.path, and the source tree has no _C
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True,
+                         cwd=tempfile.gettempdir())
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
