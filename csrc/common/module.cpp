@@ -12,6 +12,7 @@ namespace py = pybind11;
 
 namespace mimo_fast {
 void bind_common(py::module_& m);
+void bind_mpnn_message_sum(py::module_& m);
 }  // namespace mimo_fast
 
 PYBIND11_MODULE(_C, m) {
@@ -44,4 +45,5 @@ PYBIND11_MODULE(_C, m) {
 #endif
   });
   mimo_fast::bind_common(m);
+  mimo_fast::bind_mpnn_message_sum(m);
 }

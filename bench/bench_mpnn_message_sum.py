@@ -1,0 +1,198 @@
+"""mpnn_message_sum on the CPU: the fused ``cpu`` backend against plain PyTorch.
+
+Implementations (float32, torch's thread count, inputs without a mask):
+  naive     concat [node_n, node_j, edge] -> 3-layer MLP on every pair -> masked sum
+  careful   first layer split per node (recv + send + edge term), sum before layer 3
+  compiled  torch.compile(careful)
+  reference backend="reference" (the package's pure-PyTorch op, chunked)
+  cpu       backend="cpu" (the fused C++ kernel), as users call it (with the op's
+            non-finite scans of every input)
+  cpu-nocheck  the same with MIMO_FAST_SKIP_VALUE_CHECKS=1 (kernel + glue only)
+Shapes (issue 3): S1 B1024 N16 H128/64, S2 B256 N64 H16/8, S3 B32 N256 H64/32.
+Each implementation's answer (and gradients, for fwd+bwd) is checked against the
+reference once before timing. extra_info records GFLOP/s (counting valid pairs,
+N(N-1) per batch element: 2 H1 H2 + 2 E H1 per pair plus the per-node layers; x3 for
+forward+backward) and its fraction of this machine's SGEMM rate.
+
+Peak memory (S3 forward): a fresh subprocess per implementation (glibc told to mmap every
+allocation above 64 KiB so freed memory leaves the RSS), one warm-up call, then the peak
+RSS is reset (/proc/self/clear_refs) and the extra peak of one call is VmHWM - VmRSS.
+
+Run: pytest bench/bench_mpnn_message_sum.py --benchmark-only \
+        --benchmark-json bench/results/mpnn_message_sum_cpu.json
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import pytest
+import torch
+
+from mimo_fast.ops import mpnn_message_sum
+from mimo_fast.ops.reference import mpnn_message_sum as ref
+
+SHAPES = {  # B, N, F, E, H1, H2, Fo
+    "S1": (1024, 16, 16, 2, 128, 64, 16),
+    "S2": (256, 64, 8, 2, 16, 8, 8),
+    "S3": (32, 256, 16, 2, 64, 32, 16),
+}
+IMPLS = ["naive", "careful", "compiled", "reference", "cpu", "cpu-nocheck"]
+
+
+def make_inputs(shape, seed=0):
+    B, N, F, E, H1, H2, Fo = SHAPES[shape]
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s, scale=1.0: torch.randn(*s, generator=g) * scale  # noqa: E731
+    return [r(B, N, F), r(B, N, N, E), r(H1, 2 * F + E, scale=(2 * F + E) ** -0.5), r(H1, scale=0.1),
+            r(H2, H1, scale=H1 ** -0.5), r(H2, scale=0.1), r(Fo, H2, scale=H2 ** -0.5), r(Fo, scale=0.1)]
+
+
+def naive(node, edge, w1, b1, w2, b2, w3, b3):
+    B, N, F = node.shape
+    x = torch.cat([node[:, :, None].expand(B, N, N, F), node[:, None].expand(B, N, N, F), edge], -1)
+    m = torch.relu(torch.relu(x @ w1.T + b1) @ w2.T + b2) @ w3.T + b3
+    valid = ~torch.eye(N, dtype=torch.bool, device=node.device)
+    return (m * valid[None, :, :, None]).sum(2)
+
+
+def careful(node, edge, w1, b1, w2, b2, w3, b3):
+    B, N, F = node.shape
+    recv = node @ w1[:, :F].T + b1
+    send = node @ w1[:, F:2 * F].T
+    h1 = torch.relu(recv[:, :, None] + send[:, None] + edge @ w1[:, 2 * F:].T)
+    h2 = torch.relu(h1 @ w2.T + b2)
+    valid = (~torch.eye(N, dtype=torch.bool, device=node.device)).to(node.dtype)
+    s = torch.einsum("bnjh,nj->bnh", h2, valid)
+    return s @ w3.T + (N - 1) * b3
+
+
+_compiled = torch.compile(careful, dynamic=False)
+
+
+def _cpu_nocheck(*a):
+    old = os.environ.get("MIMO_FAST_SKIP_VALUE_CHECKS")
+    os.environ["MIMO_FAST_SKIP_VALUE_CHECKS"] = "1"
+    try:
+        return mpnn_message_sum(*a, backend="cpu")
+    finally:
+        if old is None:
+            del os.environ["MIMO_FAST_SKIP_VALUE_CHECKS"]
+        else:
+            os.environ["MIMO_FAST_SKIP_VALUE_CHECKS"] = old
+
+
+def impl_fn(name):
+    return {
+        "cpu-nocheck": _cpu_nocheck,
+        "naive": naive,
+        "careful": careful,
+        "compiled": _compiled,
+        "reference": lambda *a: mpnn_message_sum(*a, backend="reference"),
+        "cpu": lambda *a: mpnn_message_sum(*a, backend="cpu"),
+    }[name]
+
+
+def flops(shape, mode):
+    B, N, F, E, H1, H2, Fo = SHAPES[shape]
+    f = B * N * (N - 1) * (2 * H1 * H2 + 2 * E * H1) + 2 * B * N * (2 * F * H1 + H2 * Fo)
+    return f if mode == "fwd" else 3 * f
+
+
+_REF_CACHE: dict = {}
+
+
+def reference_answer(shape):
+    if shape not in _REF_CACHE:
+        a = make_inputs(shape)
+        out = ref.forward(*a, None)
+        grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+        _REF_CACHE[shape] = (out, grad, ref.backward(grad, *a, None))
+    return _REF_CACHE[shape]
+
+
+def assert_close(got, want, what):
+    scale = max(1.0, want.abs().max().item())
+    torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-4 * scale, msg=lambda m: f"{what}: {m}")
+
+
+def assert_close_grad(got, want, what):
+    """Gradients in float32 jump where a pre-activation sits within rounding of a ReLU kink
+    (a few elements in 1e5 differ by O(1e-1) between any two summation orders), so
+    gradients are compared in norm."""
+    err = ((got - want).norm() / want.norm().clamp_min(1e-30)).item()
+    assert err < 1e-3, f"{what}: relative error in norm {err:.2e}"
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("mode", ["fwd", "fwdbwd"])
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_mpnn_message_sum(benchmark, sgemm_rate, shape, mode, impl):
+    fn = impl_fn(impl)
+    args = make_inputs(shape)
+    want, grad, want_grads = reference_answer(shape)
+    if mode == "fwd":
+        def run():
+            with torch.no_grad():
+                return fn(*args)
+        assert_close(run(), want, f"{impl} {shape} forward")
+    else:
+        leaves = [a.clone().requires_grad_() for a in args]
+
+        def run():
+            out = fn(*leaves)
+            return out, torch.autograd.grad(out, leaves, grad)
+        out, grads = run()
+        assert_close(out.detach(), want, f"{impl} {shape} forward")
+        for name, g, w in zip(("node", "edge", "w1", "b1", "w2", "b2", "w3", "b3"), grads, want_grads):
+            assert_close_grad(g, w, f"{impl} {shape} grad {name}")
+    benchmark.group = f"mpnn_message_sum {shape} {mode}"
+    benchmark.extra_info.update(shape=shape, mode=mode, impl=impl, sizes=dict(zip("B N F E H1 H2 Fo".split(), SHAPES[shape])),
+                                threads=torch.get_num_threads(), sgemm_gflops=round(sgemm_rate, 1))
+    benchmark(run)
+    med = benchmark.stats.stats.median
+    gf = flops(shape, mode) / med / 1e9
+    benchmark.extra_info.update(gflops=round(gf, 2), fraction_of_sgemm=round(gf / sgemm_rate, 3))
+
+
+_MEMORY_SCRIPT = r"""
+import gc, json, sys, torch
+sys.path.insert(0, {bench_dir!r})
+import bench_mpnn_message_sum as m
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+args = m.make_inputs("S3")
+fn = m.impl_fn({impl!r})
+with torch.no_grad():
+    fn(*args)
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    base = status("VmRSS")
+    out = fn(*args)
+    peak = status("VmHWM")
+print(json.dumps({{"extra_peak_bytes": peak - base, "base_rss_bytes": base}}))
+"""
+
+
+def measure_peak(impl):
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    script = _MEMORY_SCRIPT.format(bench_dir=os.path.dirname(os.path.abspath(__file__)), impl=impl)
+    # cwd elsewhere: `python -c` puts the cwd on sys.path, and the source tree has no _C
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True,
+                         cwd=tempfile.gettempdir())
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_mpnn_message_sum_s3_peak_memory(benchmark, impl):
+    """Timing here is the whole subprocess (meaningless); extra_info holds the memory."""
+    benchmark.group = "mpnn_message_sum S3 forward peak memory (subprocess)"
+    result = benchmark.pedantic(measure_peak, args=(impl,), rounds=1, iterations=1)
+    benchmark.extra_info.update(impl=impl, shape="S3", method="VmHWM-VmRSS after clear_refs, MALLOC_MMAP_THRESHOLD_=65536",
+                                **result, extra_peak_mib=round(result["extra_peak_bytes"] / 2**20, 1))
