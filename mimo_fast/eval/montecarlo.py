@@ -85,9 +85,8 @@ def run_point(detectors: dict, constellation, cfg: SimConfig, snr_db: float, poi
     counts = {n: {"symbol_errors": 0, "bit_errors": 0, "symbols": 0, "seconds": 0.0} for n in detectors}
     active = set(detectors)
     bar = None
-    if progress and rank == 0:
-        from tqdm import tqdm
-        bar = tqdm(total=target_sym * world, desc=f"SNR {snr_db:g} dB", unit="sym", leave=False,
+    if progress and rank == 0 and _tqdm() is not None:
+        bar = _tqdm()(total=target_sym * world, desc=f"SNR {snr_db:g} dB", unit="sym", leave=False,
                    file=sys.stderr, dynamic_ncols=True)
     while active:
         done_sym = max(counts[n]["symbols"] for n in active)
@@ -155,9 +154,21 @@ def format_table(results: list) -> str:
     return "\n".join(rows)
 
 
+def _tqdm():
+    """tqdm's class, or None when it is not installed (then no progress bar is shown)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm
+
+
 def plot(results: list, path: str, title: str = "") -> None:
     """SER vs SNR, one line per detector, log scale, PNG via the Agg backend."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise RuntimeError("plotting needs matplotlib: pip install 'mimo-fast[sim]'") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
