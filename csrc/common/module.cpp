@@ -12,6 +12,8 @@ namespace py = pybind11;
 
 namespace mimo_fast {
 void bind_common(py::module_& m);
+void bind_ep_lmmse(py::module_& m);
+void bind_amp_step(py::module_& m);
 }  // namespace mimo_fast
 
 PYBIND11_MODULE(_C, m) {
@@ -44,4 +46,6 @@ PYBIND11_MODULE(_C, m) {
 #endif
   });
   mimo_fast::bind_common(m);
+  mimo_fast::bind_ep_lmmse(m);
+  mimo_fast::bind_amp_step(m);
 }

@@ -63,3 +63,6 @@ CUDA = register_backend(Backend(
     unavailable=_cuda_reason, tolerances=_FUSED_TOL,
     missing_reason="this build has no CUDA kernel for it yet",
 ))
+
+if _ext.C is not None:
+    import mimo_fast.ops.cpu  # noqa: E402,F401  (registers the C++ kernels with CPU)

@@ -1,0 +1,364 @@
+// ep_lmmse CPU kernels (formula: mimo_fast/ops/ep_lmmse.py; backward formulas:
+// mimo_fast/ops/reference/ep_lmmse.py).
+//
+// Layout: W matrices are interleaved across the SIMD lanes (W = 8 float / 4 double
+// with AVX2, 4 / 2 with SSE2). A group is transposed once into lane-major scratch
+// (packed lower triangle, element (i,j) at tri(i)+j, each element a W-lane vector) and
+// factorised, solved and inverted with every instruction serving W matrices, so the
+// small-K case keeps the lanes full and needs no horizontal reductions. Per group the
+// scratch is tri(K) lane vectors for L (forward) plus tri(K) for L^{-1} and K*K for
+// S = A^{-1} (backward, only when grad_var is non-zero): the matrix is read from memory
+// once and the outputs written once; everything else stays in L1/L2 (K <= 64) or L2.
+// A batch that is not a multiple of W pads its last group with identity matrices.
+//
+// Backward recomputes the factor instead of caching it from forward: the forward
+// contract returns (mean, var, info) only, the factor costs K^3/6 lane FMAs against
+// ~K^3 for S diag(g_var) S, and nothing B*K*K-sized has to be kept alive.
+//
+// Non-PD: the first pivot d <= 0 (or NaN) of a lane sets info = its order (1-based),
+// the pivot is replaced by 1 so the lane stays finite, and that lane's outputs
+// (mean/var, or all gradients) are written as NaN.
+#include <pybind11/pybind11.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <stdexcept>
+#include <vector>
+
+#include "common/cpu_features.h"
+#include "common/lanes.h"
+
+#if MIMO_FAST_HAVE_OPENMP
+#include <omp.h>
+#endif
+
+namespace py = pybind11;
+
+namespace mimo_fast {
+namespace {
+
+MIMO_FAST_INLINE int64_t tri(int64_t i) { return i * (i + 1) / 2; }
+// Column c of the packed lower L^{-1} (rows c..K-1), biased so that col[i] is row i.
+MIMO_FAST_INLINE int64_t colq(int64_t c, int64_t K) { return c * K - c * (c - 1) / 2 - c; }
+
+template <typename T>
+struct EpArgs {
+  const T *gram, *rhs, *lam, *gam, *grad_mean, *grad_var;
+  T *mean, *var, *g_gram, *g_rhs, *g_lam, *g_gam;
+  int32_t* info;
+  int64_t B;
+  int K;
+};
+
+// Transpose matrices b0..b0+nl-1 into lane-major A = sym(gram) + diag(lam); idle lanes get I.
+template <typename T, int W, typename V = typename Lanes<T, W>::type>
+MIMO_FAST_INLINE void load_system(const EpArgs<T>& a, int64_t b0, int nl, V* L) {
+  const int K = a.K;
+  for (int l = 0; l < W; ++l) {
+    if (l < nl) {
+      const T* g = a.gram + (b0 + l) * K * K;
+      const T* lm = a.lam + (b0 + l) * K;
+      for (int i = 0; i < K; ++i) {
+        V* Li = L + tri(i);
+        for (int j = 0; j < i; ++j) Li[j][l] = T(0.5) * (g[i * K + j] + g[j * K + i]);
+        Li[i][l] = T(0.5) * (g[i * K + i] + g[i * K + i]) + lm[i];
+      }
+    } else {
+      for (int i = 0; i < K; ++i) {
+        V* Li = L + tri(i);
+        for (int j = 0; j < i; ++j) Li[j][l] = T(0);
+        Li[i][l] = T(1);
+      }
+    }
+  }
+}
+
+template <typename T, int W, typename V = typename Lanes<T, W>::type>
+MIMO_FAST_INLINE void load_vec(const T* p, const T* q, int64_t b0, int nl, int K, V* out) {
+  for (int i = 0; i < K; ++i) out[i] = V{};
+  for (int l = 0; l < nl; ++l) {
+    const T* pr = p + (b0 + l) * K;
+    const T* qr = q ? q + (b0 + l) * K : nullptr;
+    for (int i = 0; i < K; ++i) out[i][l] = qr ? pr[i] + qr[i] : pr[i];
+  }
+}
+
+template <typename T, int W, typename V = typename Lanes<T, W>::type>
+MIMO_FAST_INLINE void store_vec(const V* v, int64_t b0, int nl, int K, T* p, T sign = T(1)) {
+  for (int l = 0; l < nl; ++l) {
+    T* pr = p + (b0 + l) * K;
+    for (int i = 0; i < K; ++i) pr[i] = sign * v[i][l];
+  }
+}
+
+// Row-oriented (left-looking) Cholesky in place on the packed lower triangle; dinv = 1/L_ii.
+template <typename T, int W, typename V = typename Lanes<T, W>::type>
+MIMO_FAST_INLINE void cholesky(V* L, V* dinv, int K, int32_t* info) {
+  for (int i = 0; i < K; ++i) {
+    V* Li = L + tri(i);
+    for (int j = 0; j < i; ++j) {
+      const V* Lj = L + tri(j);
+      V s = Li[j];
+      for (int k = 0; k < j; ++k) s -= Li[k] * Lj[k];
+      Li[j] = s * dinv[j];
+    }
+    V d = Li[i];
+    for (int k = 0; k < i; ++k) d -= Li[k] * Li[k];
+    for (int l = 0; l < W; ++l) {
+      T dl = d[l];
+      if (!(dl > T(0))) {
+        if (info[l] == 0) info[l] = i + 1;
+        dl = T(1);
+      }
+      d[l] = std::sqrt(dl);
+    }
+    Li[i] = d;
+    dinv[i] = T(1) / d;
+  }
+}
+
+// x <- A^{-1} x with A = L L^T.
+template <typename T, int W, typename V = typename Lanes<T, W>::type>
+MIMO_FAST_INLINE void solve(const V* L, const V* dinv, int K, V* x) {
+  for (int i = 0; i < K; ++i) {
+    const V* Li = L + tri(i);
+    V s = x[i];
+    for (int k = 0; k < i; ++k) s -= Li[k] * x[k];
+    x[i] = s * dinv[i];
+  }
+  for (int i = K - 1; i >= 0; --i) {
+    const V* Li = L + tri(i);
+    const V xi = x[i] * dinv[i];
+    x[i] = xi;
+    for (int k = 0; k < i; ++k) x[k] -= Li[k] * xi;
+  }
+}
+
+// Columns of X = L^{-1} by forward substitution; var[c] = sum_i X_ic^2 = (A^{-1})_cc.
+// With store, column c is kept at X + colq(c); otherwise `col` (K vectors) is reused.
+template <typename T, int W, bool store, typename V = typename Lanes<T, W>::type>
+MIMO_FAST_INLINE void inverse_columns(const V* L, const V* dinv, int K, V* X, V* var) {
+  for (int c = 0; c < K; ++c) {
+    V* x = store ? X + colq(c, K) : X;
+    x[c] = dinv[c];
+    V acc = x[c] * x[c];
+    for (int i = c + 1; i < K; ++i) {
+      const V* Li = L + tri(i);
+      V s = V{};
+      for (int k = c; k < i; ++k) s += Li[k] * x[k];
+      x[i] = -s * dinv[i];
+      acc += x[i] * x[i];
+    }
+    if (var) var[c] = acc;
+  }
+}
+
+template <typename T, int W, typename V = typename Lanes<T, W>::type>
+MIMO_FAST_INLINE void nan_failed(const int32_t* info, int64_t b0, int nl, int64_t n, T* p) {
+  for (int l = 0; l < nl; ++l)
+    if (info[l]) std::fill(p + (b0 + l) * n, p + (b0 + l + 1) * n, std::numeric_limits<T>::quiet_NaN());
+}
+
+template <typename T, int W, typename V = typename Lanes<T, W>::type>
+MIMO_FAST_INLINE void forward_range(const EpArgs<T>& a, int64_t b_begin, int64_t b_end) {
+  const int K = a.K;
+  LaneBuf<V> L(tri(K)), dinv(K), x(K), col(K), var(K);
+  for (int64_t b0 = b_begin; b0 < b_end; b0 += W) {
+    const int nl = static_cast<int>(std::min<int64_t>(W, b_end - b0));
+    int32_t info[W] = {};
+    load_system<T, W>(a, b0, nl, L.data());
+    cholesky<T, W>(L.data(), dinv.data(), K, info);
+    load_vec<T, W>(a.rhs, a.gam, b0, nl, K, x.data());
+    solve<T, W>(L.data(), dinv.data(), K, x.data());
+    inverse_columns<T, W, false>(L.data(), dinv.data(), K, col.data(), var.data());
+    store_vec<T, W>(x.data(), b0, nl, K, a.mean);
+    store_vec<T, W>(var.data(), b0, nl, K, a.var);
+    for (int l = 0; l < nl; ++l) a.info[b0 + l] = info[l];
+    nan_failed<T, W>(info, b0, nl, K, a.mean);
+    nan_failed<T, W>(info, b0, nl, K, a.var);
+  }
+}
+
+// g_A = -(u m^T + S diag(g_var) S);  g_gram = sym(g_A);  g_lam = diag(g_A);  g_rhs = g_gam = u.
+template <typename T, int W, typename V = typename Lanes<T, W>::type>
+MIMO_FAST_INLINE void backward_range(const EpArgs<T>& a, int64_t b_begin, int64_t b_end) {
+  const int K = a.K;
+  LaneBuf<V> L(tri(K)), dinv(K), m(K), u(K), gv(K), glam(K), wrow(K);
+  LaneBuf<V> X, S;  // only when some grad_var is non-zero
+  for (int64_t b0 = b_begin; b0 < b_end; b0 += W) {
+    const int nl = static_cast<int>(std::min<int64_t>(W, b_end - b0));
+    int32_t info[W] = {};
+    load_system<T, W>(a, b0, nl, L.data());
+    cholesky<T, W>(L.data(), dinv.data(), K, info);
+    load_vec<T, W>(a.rhs, a.gam, b0, nl, K, m.data());
+    solve<T, W>(L.data(), dinv.data(), K, m.data());
+    load_vec<T, W>(a.grad_mean, nullptr, b0, nl, K, u.data());
+    solve<T, W>(L.data(), dinv.data(), K, u.data());
+    load_vec<T, W>(a.grad_var, nullptr, b0, nl, K, gv.data());
+    bool any_gv = false;
+    for (int i = 0; i < K && !any_gv; ++i)
+      for (int l = 0; l < nl; ++l) any_gv |= gv[i][l] != T(0);
+
+    for (int i = 0; i < K; ++i) glam[i] = u[i] * m[i];
+    if (any_gv) {
+      if (X.empty()) {
+        X.resize(tri(K));
+        S.resize(static_cast<size_t>(K) * K);
+      }
+      inverse_columns<T, W, true>(L.data(), dinv.data(), K, X.data(), static_cast<V*>(nullptr));
+      // S_ij = sum_{k >= max(i,j)} X_ki X_kj (columns of X are contiguous).
+      for (int i = 0; i < K; ++i) {
+        const V* ci = X.data() + colq(i, K);
+        for (int j = 0; j <= i; ++j) {
+          const V* cj = X.data() + colq(j, K);
+          V s = V{};
+          for (int k = i; k < K; ++k) s += ci[k] * cj[k];
+          S[i * K + j] = s;
+          S[j * K + i] = s;
+        }
+      }
+    }
+    for (int i = 0; i < K; ++i) {
+      const V* Si = any_gv ? S.data() + static_cast<size_t>(i) * K : nullptr;
+      if (any_gv)
+        for (int k = 0; k < K; ++k) wrow[k] = Si[k] * gv[k];
+      for (int j = 0; j <= i; ++j) {
+        V t = V{};  // (S diag(g_var) S)_ij
+        if (any_gv) {
+          const V* Sj = S.data() + j * K;
+          for (int k = 0; k < K; ++k) t += wrow[k] * Sj[k];
+        }
+        const V g = -(T(0.5) * (u[i] * m[j] + m[i] * u[j]) + t);
+        if (i == j) glam[i] += t;
+        for (int l = 0; l < nl; ++l) {
+          T* G = a.g_gram + (b0 + l) * K * K;
+          G[i * K + j] = g[l];
+          G[j * K + i] = g[l];
+        }
+      }
+    }
+    store_vec<T, W>(u.data(), b0, nl, K, a.g_rhs);
+    store_vec<T, W>(u.data(), b0, nl, K, a.g_gam);
+    store_vec<T, W>(glam.data(), b0, nl, K, a.g_lam, T(-1));
+    nan_failed<T, W>(info, b0, nl, static_cast<int64_t>(K) * K, a.g_gram);
+    nan_failed<T, W>(info, b0, nl, K, a.g_rhs);
+    nan_failed<T, W>(info, b0, nl, K, a.g_lam);
+    nan_failed<T, W>(info, b0, nl, K, a.g_gam);
+  }
+}
+
+// ISA wrappers: the always_inline bodies above are compiled once per target here.
+MIMO_FAST_AVX2 void fwd_avx2_f32(const EpArgs<float>& a, int64_t b, int64_t e) { forward_range<float, 8>(a, b, e); }
+MIMO_FAST_AVX2 void fwd_avx2_f64(const EpArgs<double>& a, int64_t b, int64_t e) { forward_range<double, 4>(a, b, e); }
+MIMO_FAST_AVX2 void bwd_avx2_f32(const EpArgs<float>& a, int64_t b, int64_t e) { backward_range<float, 8>(a, b, e); }
+MIMO_FAST_AVX2 void bwd_avx2_f64(const EpArgs<double>& a, int64_t b, int64_t e) { backward_range<double, 4>(a, b, e); }
+void fwd_sse_f32(const EpArgs<float>& a, int64_t b, int64_t e) { forward_range<float, 4>(a, b, e); }
+void fwd_sse_f64(const EpArgs<double>& a, int64_t b, int64_t e) { forward_range<double, 2>(a, b, e); }
+void bwd_sse_f32(const EpArgs<float>& a, int64_t b, int64_t e) { backward_range<float, 4>(a, b, e); }
+void bwd_sse_f64(const EpArgs<double>& a, int64_t b, int64_t e) { backward_range<double, 2>(a, b, e); }
+
+// Splits the batch into one contiguous range per thread, in multiples of 8 matrices so
+// every thread's lane groups are full.
+template <typename T>
+void run(void (*fn)(const EpArgs<T>&, int64_t, int64_t), const EpArgs<T>& a, int nthreads) {
+  const int64_t groups = (a.B + 7) / 8;
+  int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, groups)));
+#if MIMO_FAST_HAVE_OPENMP
+#pragma omp parallel num_threads(nt)
+  {
+    const int t = omp_get_thread_num(), n = omp_get_num_threads();
+#else
+  {
+    const int t = 0, n = 1;
+    (void)nt;
+#endif
+    const int64_t per = (groups + n - 1) / n;
+    const int64_t b = std::min(a.B, t * per * 8), e = std::min(a.B, (t + 1) * per * 8);
+    if (b < e) fn(a, b, e);
+  }
+}
+
+template <typename T>
+EpArgs<T> make_args(std::uintptr_t gram, std::uintptr_t rhs, std::uintptr_t lam, std::uintptr_t gam,
+                    int64_t B, int64_t K) {
+  if (B < 0 || K < 1) throw std::invalid_argument("ep_lmmse: need B >= 0 and K >= 1");
+  EpArgs<T> a{};
+  a.gram = reinterpret_cast<const T*>(gram);
+  a.rhs = reinterpret_cast<const T*>(rhs);
+  a.lam = reinterpret_cast<const T*>(lam);
+  a.gam = reinterpret_cast<const T*>(gam);
+  a.B = B;
+  a.K = static_cast<int>(K);
+  return a;
+}
+
+void ep_forward(std::uintptr_t gram, std::uintptr_t rhs, std::uintptr_t lam, std::uintptr_t gam,
+                std::uintptr_t mean, std::uintptr_t var, std::uintptr_t info, int64_t B, int64_t K,
+                int dtype, int nthreads) {
+  const bool avx2 = cpu_has_avx2_fma();
+  py::gil_scoped_release release;
+  if (dtype == 0) {
+    auto a = make_args<float>(gram, rhs, lam, gam, B, K);
+    a.mean = reinterpret_cast<float*>(mean);
+    a.var = reinterpret_cast<float*>(var);
+    a.info = reinterpret_cast<int32_t*>(info);
+    run<float>(avx2 ? fwd_avx2_f32 : fwd_sse_f32, a, nthreads);
+  } else if (dtype == 1) {
+    auto a = make_args<double>(gram, rhs, lam, gam, B, K);
+    a.mean = reinterpret_cast<double*>(mean);
+    a.var = reinterpret_cast<double*>(var);
+    a.info = reinterpret_cast<int32_t*>(info);
+    run<double>(avx2 ? fwd_avx2_f64 : fwd_sse_f64, a, nthreads);
+  } else {
+    throw std::invalid_argument("ep_lmmse_forward: unsupported dtype code");
+  }
+}
+
+template <typename T>
+void fill_backward(EpArgs<T>& a, std::uintptr_t gm, std::uintptr_t gv, std::uintptr_t g_gram,
+                   std::uintptr_t g_rhs, std::uintptr_t g_lam, std::uintptr_t g_gam) {
+  a.grad_mean = reinterpret_cast<const T*>(gm);
+  a.grad_var = reinterpret_cast<const T*>(gv);
+  a.g_gram = reinterpret_cast<T*>(g_gram);
+  a.g_rhs = reinterpret_cast<T*>(g_rhs);
+  a.g_lam = reinterpret_cast<T*>(g_lam);
+  a.g_gam = reinterpret_cast<T*>(g_gam);
+}
+
+void ep_backward(std::uintptr_t grad_mean, std::uintptr_t grad_var, std::uintptr_t gram,
+                 std::uintptr_t rhs, std::uintptr_t lam, std::uintptr_t gam, std::uintptr_t g_gram,
+                 std::uintptr_t g_rhs, std::uintptr_t g_lam, std::uintptr_t g_gam, int64_t B,
+                 int64_t K, int dtype, int nthreads) {
+  const bool avx2 = cpu_has_avx2_fma();
+  py::gil_scoped_release release;
+  if (dtype == 0) {
+    auto a = make_args<float>(gram, rhs, lam, gam, B, K);
+    fill_backward(a, grad_mean, grad_var, g_gram, g_rhs, g_lam, g_gam);
+    run<float>(avx2 ? bwd_avx2_f32 : bwd_sse_f32, a, nthreads);
+  } else if (dtype == 1) {
+    auto a = make_args<double>(gram, rhs, lam, gam, B, K);
+    fill_backward(a, grad_mean, grad_var, g_gram, g_rhs, g_lam, g_gam);
+    run<double>(avx2 ? bwd_avx2_f64 : bwd_sse_f64, a, nthreads);
+  } else {
+    throw std::invalid_argument("ep_lmmse_backward: unsupported dtype code");
+  }
+}
+
+}  // namespace
+
+void bind_ep_lmmse(py::module_& m) {
+  m.def("ep_lmmse_forward", &ep_forward, py::arg("gram"), py::arg("rhs"), py::arg("lam"),
+        py::arg("gam"), py::arg("mean"), py::arg("var"), py::arg("info"), py::arg("B"),
+        py::arg("K"), py::arg("dtype"), py::arg("nthreads"),
+        "ep_lmmse forward on contiguous (B,K,K)/(B,K) buffers: writes mean, var (B,K) and "
+        "int32 info (B,); dtype 0 float32, 1 float64.");
+  m.def("ep_lmmse_backward", &ep_backward, py::arg("grad_mean"), py::arg("grad_var"),
+        py::arg("gram"), py::arg("rhs"), py::arg("lam"), py::arg("gam"), py::arg("g_gram"),
+        py::arg("g_rhs"), py::arg("g_lam"), py::arg("g_gam"), py::arg("B"), py::arg("K"),
+        py::arg("dtype"), py::arg("nthreads"),
+        "ep_lmmse backward on contiguous buffers: writes the gradients of gram, rhs, lam, gam.");
+}
+
+}  // namespace mimo_fast
