@@ -15,6 +15,7 @@
 // that per row takes two dots (H g_u, |H|^2 g_q), writes the g_H row, and accumulates
 // H^H g_z' and |H|^2^T g_V'. Traffic: H read twice, g_H written once.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <algorithm>
 #include <cstdint>
