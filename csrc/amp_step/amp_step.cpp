@@ -293,18 +293,18 @@ void bwd_sse_f64(const AmpArgs<double>& a, int64_t b, int64_t e) { backward_rang
 
 template <typename T>
 void run(void (*fn)(const AmpArgs<T>&, int64_t, int64_t), const AmpArgs<T>& a, int nthreads) {
-  const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, a.B)));
+  // Dynamic chunks (batch elements, ~8 per thread) rather than one static
+  // range per thread: on a shared machine a descheduled thread then delays the call by one
+  // chunk, not by half the batch.
+  const int64_t units = a.B;
+  const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, units)));
+  const int64_t chunk = std::max<int64_t>(1, units / (8 * nt));
+  const int64_t nchunks = (units + chunk - 1) / chunk;
 #if MIMO_FAST_HAVE_OPENMP
-#pragma omp parallel num_threads(nt)
-  {
-    const int t = omp_get_thread_num(), n = omp_get_num_threads();
-#else
-  {
-    const int t = 0, n = 1;
-    (void)nt;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
 #endif
-    const int64_t per = (a.B + n - 1) / n;
-    const int64_t b = std::min(a.B, t * per), e = std::min(a.B, (t + 1) * per);
+  for (int64_t c = 0; c < nchunks; ++c) {
+    const int64_t b = std::min(a.B, c * chunk * 1), e = std::min(a.B, (c + 1) * chunk * 1);
     if (b < e) fn(a, b, e);
   }
 }

@@ -259,23 +259,20 @@ void fwd_sse_f64(const EpArgs<double>& a, int64_t b, int64_t e) { forward_range<
 void bwd_sse_f32(const EpArgs<float>& a, int64_t b, int64_t e) { backward_range<float, 4>(a, b, e); }
 void bwd_sse_f64(const EpArgs<double>& a, int64_t b, int64_t e) { backward_range<double, 2>(a, b, e); }
 
-// Splits the batch into one contiguous range per thread, in multiples of 8 matrices so
-// every thread's lane groups are full.
 template <typename T>
 void run(void (*fn)(const EpArgs<T>&, int64_t, int64_t), const EpArgs<T>& a, int nthreads) {
-  const int64_t groups = (a.B + 7) / 8;
-  int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, groups)));
+  // Dynamic chunks (whole groups of 8 matrices, ~8 per thread) rather than one static
+  // range per thread: on a shared machine a descheduled thread then delays the call by one
+  // chunk, not by half the batch.
+  const int64_t units = (a.B + 7) / 8;
+  const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, units)));
+  const int64_t chunk = std::max<int64_t>(1, units / (8 * nt));
+  const int64_t nchunks = (units + chunk - 1) / chunk;
 #if MIMO_FAST_HAVE_OPENMP
-#pragma omp parallel num_threads(nt)
-  {
-    const int t = omp_get_thread_num(), n = omp_get_num_threads();
-#else
-  {
-    const int t = 0, n = 1;
-    (void)nt;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
 #endif
-    const int64_t per = (groups + n - 1) / n;
-    const int64_t b = std::min(a.B, t * per * 8), e = std::min(a.B, (t + 1) * per * 8);
+  for (int64_t c = 0; c < nchunks; ++c) {
+    const int64_t b = std::min(a.B, c * chunk * 8), e = std::min(a.B, (c + 1) * chunk * 8);
     if (b < e) fn(a, b, e);
   }
 }
