@@ -320,7 +320,7 @@ void forward_t(const std::vector<std::uintptr_t>& p, int64_t B, int64_t M, int64
   a.zp = P<T>(p[4]); a.Vp = P<T>(p[5]); a.s2 = P<T>(p[6]);
   a.r = P<T>(p[7]); a.Sigma = P<T>(p[8]); a.z = P<T>(p[9]); a.V = P<T>(p[10]);
   a.B = B; a.M = M; a.N = N;
-  const bool avx2 = cpu_has_avx2_fma();
+  const bool avx2 = cpu_has_avx2_fma() && !force_portable();
   if constexpr (sizeof(T) == 4) run<T>(avx2 ? fwd_avx2_f32 : fwd_sse_f32, a, nthreads);
   else run<T>(avx2 ? fwd_avx2_f64 : fwd_sse_f64, a, nthreads);
 }
@@ -336,7 +336,7 @@ void backward_t(const std::vector<std::uintptr_t>& p, int64_t B, int64_t M, int6
   a.gH = P<T>(p[11]); a.gy = P<T>(p[12]); a.gx = P<T>(p[13]); a.gv = P<T>(p[14]);
   a.gzp = P<T>(p[15]); a.gVp = P<T>(p[16]); a.gs2 = P<T>(p[17]);
   a.B = B; a.M = M; a.N = N;
-  const bool avx2 = cpu_has_avx2_fma();
+  const bool avx2 = cpu_has_avx2_fma() && !force_portable();
   if constexpr (sizeof(T) == 4) run<T>(avx2 ? bwd_avx2_f32 : bwd_sse_f32, a, nthreads);
   else run<T>(avx2 ? bwd_avx2_f64 : bwd_sse_f64, a, nthreads);
 }

@@ -14,6 +14,13 @@
 
 namespace mimo_fast {
 
+// MIMO_FAST_CPU_PORTABLE=1 makes the lane kernels take their portable (SSE2) path even on
+// an AVX2 machine, so tests can cover it. Read on every call (cheap next to a kernel).
+inline bool force_portable() {
+  const char* s = std::getenv("MIMO_FAST_CPU_PORTABLE");
+  return s && s[0] == '1';
+}
+
 template <typename T, int W> struct Lanes;
 // 256-bit (AVX2) lane groups
 template <> struct Lanes<float, 8> { typedef float type __attribute__((vector_size(32))); };

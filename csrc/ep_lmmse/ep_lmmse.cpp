@@ -294,7 +294,7 @@ EpArgs<T> make_args(std::uintptr_t gram, std::uintptr_t rhs, std::uintptr_t lam,
 void ep_forward(std::uintptr_t gram, std::uintptr_t rhs, std::uintptr_t lam, std::uintptr_t gam,
                 std::uintptr_t mean, std::uintptr_t var, std::uintptr_t info, int64_t B, int64_t K,
                 int dtype, int nthreads) {
-  const bool avx2 = cpu_has_avx2_fma();
+  const bool avx2 = cpu_has_avx2_fma() && !force_portable();
   py::gil_scoped_release release;
   if (dtype == 0) {
     auto a = make_args<float>(gram, rhs, lam, gam, B, K);
@@ -328,7 +328,7 @@ void ep_backward(std::uintptr_t grad_mean, std::uintptr_t grad_var, std::uintptr
                  std::uintptr_t rhs, std::uintptr_t lam, std::uintptr_t gam, std::uintptr_t g_gram,
                  std::uintptr_t g_rhs, std::uintptr_t g_lam, std::uintptr_t g_gam, int64_t B,
                  int64_t K, int dtype, int nthreads) {
-  const bool avx2 = cpu_has_avx2_fma();
+  const bool avx2 = cpu_has_avx2_fma() && !force_portable();
   py::gil_scoped_release release;
   if (dtype == 0) {
     auto a = make_args<float>(gram, rhs, lam, gam, B, K);
