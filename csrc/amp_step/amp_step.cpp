@@ -297,7 +297,9 @@ void run(void (*fn)(const AmpArgs<T>&, int64_t, int64_t), const AmpArgs<T>& a, i
   // range per thread: on a shared machine a descheduled thread then delays the call by one
   // chunk, not by half the batch.
   const int64_t units = a.B;
-  const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, units)));
+  // Below ~128K elements of H (~0.1 ms on one core) a parallel region costs more than it saves.
+  const double work = static_cast<double>(a.B) * a.M * a.N;
+  const int nt = work < (1 << 17) ? 1 : static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, units)));
   const int64_t chunk = std::max<int64_t>(1, units / (8 * nt));
   const int64_t nchunks = (units + chunk - 1) / chunk;
 #if MIMO_FAST_HAVE_OPENMP

@@ -265,7 +265,9 @@ void run(void (*fn)(const EpArgs<T>&, int64_t, int64_t), const EpArgs<T>& a, int
   // range per thread: on a shared machine a descheduled thread then delays the call by one
   // chunk, not by half the batch.
   const int64_t units = (a.B + 7) / 8;
-  const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, units)));
+  // Below ~2M B*K^3 (~0.1 ms on one core) a parallel region costs more than it saves.
+  const double work = static_cast<double>(a.B) * a.K * a.K * a.K;
+  const int nt = work < (1 << 21) ? 1 : static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, units)));
   const int64_t chunk = std::max<int64_t>(1, units / (8 * nt));
   const int64_t nchunks = (units + chunk - 1) / chunk;
 #if MIMO_FAST_HAVE_OPENMP
