@@ -284,35 +284,72 @@ MIMO_FAST_INLINE void backward_range(const EpArgs<T>& a, int64_t b_begin, int64_
         S.resize(static_cast<size_t>(K) * K);
       }
       inverse_columns<T, W, true>(L.data(), dinv.data(), K, X.data(), static_cast<V*>(nullptr));
-      // S_ij = sum_{k >= max(i,j)} X_ki X_kj (columns of X are contiguous).
+      // S_ij = sum_{k >= max(i,j)} X_ki X_kj (columns of X are contiguous); j <= i, four
+      // j at a time so each load of column i serves four FMA chains.
       for (int i = 0; i < K; ++i) {
         const V* ci = X.data() + colq(i, K);
-        for (int j = 0; j <= i; ++j) {
+        int j = 0;
+        for (; j + 4 <= i + 1; j += 4) {
+          const V *c0 = X.data() + colq(j, K), *c1 = X.data() + colq(j + 1, K),
+                  *c2 = X.data() + colq(j + 2, K), *c3 = X.data() + colq(j + 3, K);
+          V s0{}, s1{}, s2{}, s3{};
+          for (int k = i; k < K; ++k) {
+            const V a = ci[k];
+            s0 += a * c0[k];
+            s1 += a * c1[k];
+            s2 += a * c2[k];
+            s3 += a * c3[k];
+          }
+          const V sq[4] = {s0, s1, s2, s3};
+          for (int q = 0; q < 4; ++q) S[static_cast<size_t>(i) * K + j + q] = S[static_cast<size_t>(j + q) * K + i] = sq[q];
+        }
+        for (; j <= i; ++j) {
           const V* cj = X.data() + colq(j, K);
           V s = V{};
           for (int k = i; k < K; ++k) s += ci[k] * cj[k];
-          S[i * K + j] = s;
-          S[j * K + i] = s;
+          S[static_cast<size_t>(i) * K + j] = S[static_cast<size_t>(j) * K + i] = s;
         }
       }
     }
+    // g_A entries (i, j <= i); T = S diag(g_var) S four j at a time (shared loads of S_i. g_var).
+    auto emit = [&](int i, int j, V t) {
+      const V g = -(T(0.5) * (u[i] * m[j] + m[i] * u[j]) + t);
+      if (i == j) glam[i] += t;
+      for (int l = 0; l < nl; ++l) {
+        T* G = a.g_gram + (b0 + l) * K * K;
+        G[i * K + j] = g[l];
+        G[j * K + i] = g[l];
+      }
+    };
     for (int i = 0; i < K; ++i) {
-      const V* Si = any_gv ? S.data() + static_cast<size_t>(i) * K : nullptr;
-      if (any_gv)
-        for (int k = 0; k < K; ++k) wrow[k] = Si[k] * gv[k];
-      for (int j = 0; j <= i; ++j) {
-        V t = V{};  // (S diag(g_var) S)_ij
-        if (any_gv) {
-          const V* Sj = S.data() + j * K;
-          for (int k = 0; k < K; ++k) t += wrow[k] * Sj[k];
+      if (!any_gv) {
+        for (int j = 0; j <= i; ++j) emit(i, j, V{});
+        continue;
+      }
+      const V* Si = S.data() + static_cast<size_t>(i) * K;
+      for (int k = 0; k < K; ++k) wrow[k] = Si[k] * gv[k];
+      int j = 0;
+      for (; j + 4 <= i + 1; j += 4) {
+        const V* S0 = S.data() + static_cast<size_t>(j) * K;
+        const V *S1 = S0 + K, *S2 = S0 + 2 * K, *S3 = S0 + 3 * K;
+        V t0{}, t1{}, t2{}, t3{};
+        for (int k = 0; k < K; ++k) {
+          const V w = wrow[k];
+          t0 += w * S0[k];
+          t1 += w * S1[k];
+          t2 += w * S2[k];
+          t3 += w * S3[k];
         }
-        const V g = -(T(0.5) * (u[i] * m[j] + m[i] * u[j]) + t);
-        if (i == j) glam[i] += t;
-        for (int l = 0; l < nl; ++l) {
-          T* G = a.g_gram + (b0 + l) * K * K;
-          G[i * K + j] = g[l];
-          G[j * K + i] = g[l];
-        }
+        emit(i, j, t0);
+        emit(i, j + 1, t1);
+        emit(i, j + 2, t2);
+        emit(i, j + 3, t3);
+      }
+      for (; j <= i; ++j) {
+        const V* Sj = S.data() + static_cast<size_t>(j) * K;
+        V t = V{};
+        for (int k = 0; k < K; ++k) t += wrow[k] * Sj[k];
+        emit(i, j, t);
       }
     }
     store_vec<T, W>(u.data(), b0, nl, K, a.g_rhs);
