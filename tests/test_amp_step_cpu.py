@@ -85,3 +85,13 @@ def test_empty_batch():
 def test_random_shapes(B, M, N, double, seed):
     dtype = torch.complex128 if double else torch.complex64
     compare(make(B, M, N, dtype, seed=seed), TOL[dtype])
+
+
+def test_threaded_chunks():
+    # Large enough for the OpenMP path (B*M*N >= 2^17, several dynamic chunks).
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(2, before))
+    try:
+        compare(make(37, 70, 60, torch.complex128, seed=5), TOL[torch.complex128])
+    finally:
+        torch.set_num_threads(before)

@@ -120,3 +120,13 @@ def test_empty_batch():
 def test_random_shapes(B, K, double, seed):
     dtype = torch.float64 if double else torch.float32
     compare(make(B, K, dtype, seed=seed), TOL[dtype])
+
+
+def test_threaded_chunks():
+    # Large enough for the OpenMP path (several dynamic chunks, a partial last lane group).
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(2, before))
+    try:
+        compare(make(301, 20, torch.float64, seed=10), TOL[torch.float64])
+    finally:
+        torch.set_num_threads(before)
