@@ -95,3 +95,8 @@ def test_threaded_chunks():
         compare(make(37, 70, 60, torch.complex128, seed=5), TOL[torch.complex128])
     finally:
         torch.set_num_threads(before)
+
+
+def test_opcheck():
+    ins = [t.requires_grad_() for t in make(3, 5, 4, torch.complex128, seed=6)]
+    torch.library.opcheck(torch.ops.mimo_fast.amp_step.default, (*ins, "cpu"))

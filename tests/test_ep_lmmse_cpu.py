@@ -130,3 +130,20 @@ def test_threaded_chunks():
         compare(make(301, 20, torch.float64, seed=10), TOL[torch.float64])
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_single_matrix_path(dtype):
+    # A lane group less than half full at K >= 32 is factorised one matrix at a time.
+    for B, K in ((1, 32), (1, 70), (9, 40)):
+        compare(make(B, K, dtype, seed=B + K), TOL[dtype])
+    gram, rhs, lam, gam = make(9, 40, dtype, seed=11)
+    gram[8, 5, 5] = -1e3                              # in the last, single-matrix group
+    mean, var, info = ep_lmmse_ex(gram, rhs, lam, gam, backend="cpu")
+    assert info.tolist() == [0] * 8 + [6]
+    assert torch.isnan(mean[8]).all() and torch.isnan(var[8]).all() and torch.isfinite(mean[:8]).all()
+
+
+def test_opcheck():
+    ins = [t.requires_grad_() for t in make(5, 4, torch.float64, seed=12)]
+    torch.library.opcheck(torch.ops.mimo_fast.ep_lmmse.default, (*ins, "cpu", True))

@@ -9,7 +9,10 @@
 // scratch is tri(K) lane vectors for L (forward) plus tri(K) for L^{-1} and K*K for
 // S = A^{-1} (backward, only when grad_var is non-zero): the matrix is read from memory
 // once and the outputs written once; everything else stays in L1/L2 (K <= 64) or L2.
-// A batch that is not a multiple of W pads its last group with identity matrices.
+// A batch that is not a multiple of W pads its last group with identity matrices; in
+// forward, a group less than half full at K >= 32 (small batches, remainders) is instead
+// factorised one matrix at a time (forward_single: right-looking, row-vectorised).
+// Dots and inverse columns are register-blocked four wide (see lane_cholesky.h).
 //
 // Backward recomputes the factor instead of caching it from forward: the forward
 // contract returns (mean, var, info) only, the factor costs K^3/6 lane FMAs against
@@ -102,12 +105,91 @@ MIMO_FAST_INLINE void nan_failed(const int32_t* info, int64_t b0, int nl, int64_
     if (info[l]) std::fill(p + (b0 + l) * n, p + (b0 + l + 1) * n, std::numeric_limits<T>::quiet_NaN());
 }
 
+// One matrix on its own, for a lane group that would be mostly idle (a batch smaller than
+// the lane count, or its remainder) at K >= 32: right-looking Cholesky on the row-major
+// upper factor U = L^T, whose updates, the forward solve and the rows of Z = U^{-1} are
+// axpys over contiguous rows (vectorised by the compiler under the wrapper's target).
+// var_i = |row i of Z|^2. Scratch: two K x K arrays.
+template <typename T>
+MIMO_FAST_INLINE void forward_single(const EpArgs<T>& a, int64_t b, T* U, T* Z) {
+  const int K = a.K;
+  const T* g = a.gram + b * K * K;
+  const T* lm = a.lam + b * K;
+  for (int i = 0; i < K; ++i) {
+    for (int j = i + 1; j < K; ++j) U[i * K + j] = T(0.5) * (g[i * K + j] + g[j * K + i]);
+    U[i * K + i] = T(0.5) * (g[i * K + i] + g[i * K + i]) + lm[i];
+  }
+  int32_t info = 0;
+  for (int j = 0; j < K; ++j) {
+    T* Uj = U + j * K;
+    T d = Uj[j];
+    if (!(d > T(0))) {
+      if (info == 0) info = j + 1;
+      d = T(1);
+    }
+    d = std::sqrt(d);
+    Uj[j] = d;
+    const T inv = T(1) / d;
+    for (int k = j + 1; k < K; ++k) Uj[k] *= inv;
+    for (int k = j + 1; k < K; ++k) {
+      const T f = Uj[k];
+      T* Uk = U + k * K;
+      for (int l = k; l < K; ++l) Uk[l] -= f * Uj[l];
+    }
+  }
+  T* m = a.mean + b * K;
+  for (int i = 0; i < K; ++i) m[i] = a.rhs[b * K + i] + a.gam[b * K + i];
+  for (int j = 0; j < K; ++j) {  // U^T y = c
+    const T* Uj = U + j * K;
+    const T yj = m[j] / Uj[j];
+    m[j] = yj;
+    for (int k = j + 1; k < K; ++k) m[k] -= Uj[k] * yj;
+  }
+  for (int j = K - 1; j >= 0; --j) {  // U m = y
+    const T* Uj = U + j * K;
+    T s = m[j];
+    for (int k = j + 1; k < K; ++k) s -= Uj[k] * m[k];
+    m[j] = s / Uj[j];
+  }
+  T* var = a.var + b * K;
+  for (int i = K - 1; i >= 0; --i) {
+    const T* Ui = U + i * K;
+    T* zi = Z + i * K;
+    for (int k = i; k < K; ++k) zi[k] = T(0);
+    for (int j = i + 1; j < K; ++j) {
+      const T f = Ui[j];
+      const T* zj = Z + j * K;
+      for (int k = j; k < K; ++k) zi[k] += f * zj[k];
+    }
+    const T inv = T(1) / Ui[i];
+    zi[i] = inv;
+    T acc = inv * inv;
+    for (int k = i + 1; k < K; ++k) {
+      zi[k] *= -inv;
+      acc += zi[k] * zi[k];
+    }
+    var[i] = acc;
+  }
+  a.info[b] = info;
+  if (info) {
+    std::fill(m, m + K, std::numeric_limits<T>::quiet_NaN());
+    std::fill(var, var + K, std::numeric_limits<T>::quiet_NaN());
+  }
+}
+
 template <typename T, int W, typename V = typename Lanes<T, W>::type>
 MIMO_FAST_INLINE void forward_range(const EpArgs<T>& a, int64_t b_begin, int64_t b_end) {
   const int K = a.K;
   LaneBuf<V> L(tri(K)), dinv(K), x(K), col(4 * static_cast<size_t>(K)), var(K);
+  std::vector<T> U, Z;
   for (int64_t b0 = b_begin; b0 < b_end; b0 += W) {
     const int nl = static_cast<int>(std::min<int64_t>(W, b_end - b0));
+    if (2 * nl < W && K >= 32) {  // mostly idle lanes: one matrix at a time is faster
+      U.resize(static_cast<size_t>(K) * K);
+      Z.resize(static_cast<size_t>(K) * K);
+      for (int l = 0; l < nl; ++l) forward_single<T>(a, b0 + l, U.data(), Z.data());
+      continue;
+    }
     int32_t info[W] = {};
     load_system<T, W>(a, b0, nl, L.data());
     cholesky<T, W>(L.data(), dinv.data(), K, info);
