@@ -43,8 +43,8 @@ def step(impl, ins, backward):
 
 def rounds(impl, K):
     if impl == "cpu":
-        return 20
-    return {16: 10, 64: 3, 256: 1}[K]
+        return 30
+    return {16: 10, 64: 3, 256: 2}[K]  # the torch paths take up to seconds at K >= 64
 
 
 @pytest.mark.parametrize("backward", [False, True], ids=["fwd", "fwd+bwd"])
@@ -60,4 +60,4 @@ def test_ep_lmmse(benchmark, B, K, impl, backward):
     benchmark.extra_info.update(op="ep_lmmse", shape=f"B{B} K{K}", impl=impl,
                                 mode="fwd+bwd" if backward else "fwd", threads=torch.get_num_threads())
     benchmark.pedantic(step, args=(impl, ins, backward), rounds=rounds(impl, K), iterations=1,
-                       warmup_rounds=1 if impl == "cpu" or K < 256 else 0)
+                       warmup_rounds=1)
