@@ -10,7 +10,11 @@
 #include <new>
 
 #define MIMO_FAST_INLINE inline __attribute__((always_inline))
+#if defined(__x86_64__) || defined(__i386__)
 #define MIMO_FAST_AVX2 __attribute__((target("avx2,fma")))
+#else  // other ISAs: the "avx2" wrappers are plain functions and are never selected
+#define MIMO_FAST_AVX2
+#endif
 
 namespace mimo_fast {
 
