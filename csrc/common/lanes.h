@@ -10,6 +10,12 @@
 #include <new>
 
 #define MIMO_FAST_INLINE inline __attribute__((always_inline))
+// Vector helpers are always inlined into their ISA wrapper, so no 32-byte vector ever
+// crosses a call boundary compiled without AVX: the psabi note does not apply.
+// Kernels rely on -std=gnu++17 (CMake's default) for -ffp-contract=fast, i.e. FMAs.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
 #if defined(__x86_64__) || defined(__i386__)
 #define MIMO_FAST_AVX2 __attribute__((target("avx2,fma")))
 #else  // other ISAs: the "avx2" wrappers are plain functions and are never selected
