@@ -134,7 +134,7 @@ def test_threaded_chunks():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_single_matrix_path(dtype):
-    # A lane group less than half full at K >= 32 is factorised one matrix at a time.
+    # A lane group less than half full at K >= 32 is done one matrix at a time (fwd and bwd).
     for B, K in ((1, 32), (1, 70), (9, 40)):
         compare(make(B, K, dtype, seed=B + K), TOL[dtype])
     gram, rhs, lam, gam = make(9, 40, dtype, seed=11)
@@ -142,6 +142,7 @@ def test_single_matrix_path(dtype):
     mean, var, info = ep_lmmse_ex(gram, rhs, lam, gam, backend="cpu")
     assert info.tolist() == [0] * 8 + [6]
     assert torch.isnan(mean[8]).all() and torch.isnan(var[8]).all() and torch.isfinite(mean[:8]).all()
+    compare([gram, rhs, lam, gam], TOL[dtype])        # NaN gradients for it, the rest match
 
 
 def test_opcheck():

@@ -10,8 +10,8 @@
 // S = A^{-1} (backward, only when grad_var is non-zero): the matrix is read from memory
 // once and the outputs written once; everything else stays in L1/L2 (K <= 64) or L2.
 // A batch that is not a multiple of W pads its last group with identity matrices; in
-// forward, a group less than half full at K >= 32 (small batches, remainders) is instead
-// factorised one matrix at a time (forward_single: right-looking, row-vectorised).
+// forward and backward, a group less than half full at K >= 32 (small batches, remainders) is
+// instead done one matrix at a time (*_single: right-looking, row-vectorised).
 // Dots and inverse columns are register-blocked four wide (see lane_cholesky.h).
 //
 // Backward recomputes the factor instead of caching it from forward: the forward
@@ -108,10 +108,28 @@ MIMO_FAST_INLINE void nan_failed(const int32_t* info, int64_t b0, int nl, int64_
 // One matrix on its own, for a lane group that would be mostly idle (a batch smaller than
 // the lane count, or its remainder) at K >= 32: right-looking Cholesky on the row-major
 // upper factor U = L^T, whose updates, the forward solve and the rows of Z = U^{-1} are
-// axpys over contiguous rows (vectorised by the compiler under the wrapper's target).
-// var_i = |row i of Z|^2. Scratch: two K x K arrays.
+// axpys over contiguous rows (vectorised by the compiler under the wrapper's target);
+// the remaining dot products use W-wide accumulators. var_i = |row i of Z|^2,
+// S = A^{-1} = Z Z^T. Scratch: K x K arrays (U; Z and S for backward).
+template <typename T, int W, typename V = typename Lanes<T, W>::type>
+MIMO_FAST_INLINE T dot(const T* x, const T* y, int n) {
+  V s0{}, s1{};
+  int k = 0;
+  for (; k + 2 * W <= n; k += 2 * W) {
+    s0 += load_u<V>(x + k) * load_u<V>(y + k);
+    s1 += load_u<V>(x + k + W) * load_u<V>(y + k + W);
+  }
+  for (; k + W <= n; k += W) s0 += load_u<V>(x + k) * load_u<V>(y + k);
+  s0 += s1;
+  T s = 0;
+  for (int l = 0; l < W; ++l) s += s0[l];
+  for (; k < n; ++k) s += x[k] * y[k];
+  return s;
+}
+
+// U = chol(sym(gram_b) + diag(lam_b))^T; returns info (first bad pivot replaced by 1).
 template <typename T>
-MIMO_FAST_INLINE void forward_single(const EpArgs<T>& a, int64_t b, T* U, T* Z) {
+MIMO_FAST_INLINE int32_t factor_single(const EpArgs<T>& a, int64_t b, T* U) {
   const int K = a.K;
   const T* g = a.gram + b * K * K;
   const T* lm = a.lam + b * K;
@@ -137,21 +155,27 @@ MIMO_FAST_INLINE void forward_single(const EpArgs<T>& a, int64_t b, T* U, T* Z) 
       for (int l = k; l < K; ++l) Uk[l] -= f * Uj[l];
     }
   }
-  T* m = a.mean + b * K;
-  for (int i = 0; i < K; ++i) m[i] = a.rhs[b * K + i] + a.gam[b * K + i];
-  for (int j = 0; j < K; ++j) {  // U^T y = c
+  return info;
+}
+
+// x <- A^{-1} x = U^{-1} U^{-T} x.
+template <typename T, int W>
+MIMO_FAST_INLINE void solve_single(const T* U, int K, T* x) {
+  for (int j = 0; j < K; ++j) {
     const T* Uj = U + j * K;
-    const T yj = m[j] / Uj[j];
-    m[j] = yj;
-    for (int k = j + 1; k < K; ++k) m[k] -= Uj[k] * yj;
+    const T yj = x[j] / Uj[j];
+    x[j] = yj;
+    for (int k = j + 1; k < K; ++k) x[k] -= Uj[k] * yj;
   }
-  for (int j = K - 1; j >= 0; --j) {  // U m = y
+  for (int j = K - 1; j >= 0; --j) {
     const T* Uj = U + j * K;
-    T s = m[j];
-    for (int k = j + 1; k < K; ++k) s -= Uj[k] * m[k];
-    m[j] = s / Uj[j];
+    x[j] = (x[j] - dot<T, W>(Uj + j + 1, x + j + 1, K - j - 1)) / Uj[j];
   }
-  T* var = a.var + b * K;
+}
+
+// Rows of Z = U^{-1} (row i valid from column i); var_i = |Z_i|^2 when var is given.
+template <typename T>
+MIMO_FAST_INLINE void inverse_single(const T* U, int K, T* Z, T* var) {
   for (int i = K - 1; i >= 0; --i) {
     const T* Ui = U + i * K;
     T* zi = Z + i * K;
@@ -168,12 +192,66 @@ MIMO_FAST_INLINE void forward_single(const EpArgs<T>& a, int64_t b, T* U, T* Z) 
       zi[k] *= -inv;
       acc += zi[k] * zi[k];
     }
-    var[i] = acc;
+    if (var) var[i] = acc;
   }
+}
+
+template <typename T, int W>
+MIMO_FAST_INLINE void forward_single(const EpArgs<T>& a, int64_t b, T* U, T* Z) {
+  const int K = a.K;
+  const int32_t info = factor_single(a, b, U);
+  T* m = a.mean + b * K;
+  T* var = a.var + b * K;
+  for (int i = 0; i < K; ++i) m[i] = a.rhs[b * K + i] + a.gam[b * K + i];
+  solve_single<T, W>(U, K, m);
+  inverse_single(U, K, Z, var);
   a.info[b] = info;
   if (info) {
     std::fill(m, m + K, std::numeric_limits<T>::quiet_NaN());
     std::fill(var, var + K, std::numeric_limits<T>::quiet_NaN());
+  }
+}
+
+// Backward for one matrix (same formulas as backward_range). buf: 3 K*K + 3 K.
+template <typename T, int W>
+MIMO_FAST_INLINE void backward_single(const EpArgs<T>& a, int64_t b, T* buf) {
+  const int K = a.K;
+  const size_t KK = static_cast<size_t>(K) * K;
+  T *U = buf, *Z = buf + KK, *S = buf + 2 * KK, *m = buf + 3 * KK, *u = m + K, *wrow = u + K;
+  const int32_t info = factor_single(a, b, U);
+  for (int i = 0; i < K; ++i) {
+    m[i] = a.rhs[b * K + i] + a.gam[b * K + i];
+    u[i] = a.grad_mean[b * K + i];
+  }
+  solve_single<T, W>(U, K, m);
+  solve_single<T, W>(U, K, u);
+  const T* gv = a.grad_var + b * K;
+  bool any_gv = false;
+  for (int i = 0; i < K; ++i) any_gv |= gv[i] != T(0);
+  if (any_gv) {
+    inverse_single(U, K, Z, static_cast<T*>(nullptr));
+    for (int i = 0; i < K; ++i)
+      for (int j = 0; j <= i; ++j)
+        S[i * K + j] = S[j * K + i] = dot<T, W>(Z + i * K + i, Z + j * K + i, K - i);
+  }
+  T* G = a.g_gram + b * K * K;
+  T* glam = a.g_lam + b * K;
+  for (int i = 0; i < K; ++i) {
+    if (any_gv)
+      for (int k = 0; k < K; ++k) wrow[k] = S[i * K + k] * gv[k];
+    for (int j = 0; j <= i; ++j) {
+      const T t = any_gv ? dot<T, W>(wrow, S + j * K, K) : T(0);
+      const T g = -(T(0.5) * (u[i] * m[j] + m[i] * u[j]) + t);
+      G[i * K + j] = G[j * K + i] = g;
+      if (i == j) glam[i] = -(u[i] * m[i] + t);
+    }
+  }
+  std::copy(u, u + K, a.g_rhs + b * K);
+  std::copy(u, u + K, a.g_gam + b * K);
+  if (info) {
+    const T nan = std::numeric_limits<T>::quiet_NaN();
+    std::fill(G, G + KK, nan);
+    for (T* p : {a.g_rhs, a.g_lam, a.g_gam}) std::fill(p + b * K, p + (b + 1) * K, nan);
   }
 }
 
@@ -187,7 +265,7 @@ MIMO_FAST_INLINE void forward_range(const EpArgs<T>& a, int64_t b_begin, int64_t
     if (2 * nl < W && K >= 32) {  // mostly idle lanes: one matrix at a time is faster
       U.resize(static_cast<size_t>(K) * K);
       Z.resize(static_cast<size_t>(K) * K);
-      for (int l = 0; l < nl; ++l) forward_single<T>(a, b0 + l, U.data(), Z.data());
+      for (int l = 0; l < nl; ++l) forward_single<T, W>(a, b0 + l, U.data(), Z.data());
       continue;
     }
     int32_t info[W] = {};
@@ -210,8 +288,14 @@ MIMO_FAST_INLINE void backward_range(const EpArgs<T>& a, int64_t b_begin, int64_
   const int K = a.K;
   LaneBuf<V> L(tri(K)), dinv(K), m(K), u(K), gv(K), glam(K), wrow(K);
   LaneBuf<V> X, S;  // only when some grad_var is non-zero
+  std::vector<T> single;
   for (int64_t b0 = b_begin; b0 < b_end; b0 += W) {
     const int nl = static_cast<int>(std::min<int64_t>(W, b_end - b0));
+    if (2 * nl < W && a.K >= 32) {  // mostly idle lanes: one matrix at a time is faster
+      single.resize(3 * static_cast<size_t>(K) * K + 3 * static_cast<size_t>(K));
+      for (int l = 0; l < nl; ++l) backward_single<T, W>(a, b0 + l, single.data());
+      continue;
+    }
     int32_t info[W] = {};
     load_system<T, W>(a, b0, nl, L.data());
     cholesky<T, W>(L.data(), dinv.data(), K, info);
