@@ -13,6 +13,8 @@ namespace py = pybind11;
 namespace mimo_fast {
 void bind_common(py::module_& m);
 void bind_mpnn_message_sum(py::module_& m);
+void bind_ep_lmmse(py::module_& m);
+void bind_amp_step(py::module_& m);
 }  // namespace mimo_fast
 
 PYBIND11_MODULE(_C, m) {
@@ -46,4 +48,6 @@ PYBIND11_MODULE(_C, m) {
   });
   mimo_fast::bind_common(m);
   mimo_fast::bind_mpnn_message_sum(m);
+  mimo_fast::bind_ep_lmmse(m);
+  mimo_fast::bind_amp_step(m);
 }

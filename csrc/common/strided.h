@@ -21,15 +21,6 @@ struct StridedView {
     for (auto s : sizes) n *= s;
     return n;
   }
-  // Row-major contiguous (size-1 dimensions may have any stride).
-  bool is_contiguous() const {
-    int64_t expect = 1;
-    for (int64_t d = static_cast<int64_t>(sizes.size()) - 1; d >= 0; --d) {
-      if (sizes[d] != 1 && strides[d] != expect) return false;
-      expect *= sizes[d];
-    }
-    return true;
-  }
   // Offset (in elements) of the element with row-major linear index `linear`.
   int64_t offset_of(int64_t linear) const {
     int64_t off = 0;

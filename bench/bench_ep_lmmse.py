@@ -1,0 +1,63 @@
+"""ep_lmmse on the CPU, float32: the plain torch.linalg path (cholesky + cholesky_solve +
+cholesky_inverse diagonal; autograd for backward), backend 'reference' and backend 'cpu',
+forward and forward+backward. Answers are checked against the reference before timing.
+
+    pytest bench/bench_ep_lmmse.py --benchmark-only --benchmark-json bench/results/ep_lmmse_cpu.json
+    python bench/report.py bench/results/ep_lmmse_cpu.json > bench/results/ep_lmmse_cpu.md
+"""
+import pytest
+import torch
+
+from mimo_fast.ops import ep_lmmse
+
+SHAPES = [(4096, 16), (1024, 64), (64, 256)]
+IMPLS = ["torch", "reference", "cpu"]
+
+
+def inputs(B, K):
+    g = torch.Generator().manual_seed(0)
+    Hm = torch.randn(B, 2 * K, K, generator=g)
+    gram = Hm.mT @ Hm / (2 * K)
+    return [gram, torch.randn(B, K, generator=g), torch.rand(B, K, generator=g) + 0.5, torch.randn(B, K, generator=g)]
+
+
+def torch_path(gram, rhs, lam, gam):
+    L = torch.linalg.cholesky(gram + torch.diag_embed(lam))
+    mean = torch.cholesky_solve((rhs + gam)[..., None], L)[..., 0]
+    var = torch.cholesky_inverse(L).diagonal(dim1=-2, dim2=-1)
+    return mean, var
+
+
+def call(impl, ins):
+    return torch_path(*ins) if impl == "torch" else ep_lmmse(*ins, backend=impl)
+
+
+def step(impl, ins, backward):
+    if not backward:
+        return call(impl, ins)
+    ps = [t.detach().requires_grad_() for t in ins]
+    mean, var = call(impl, ps)
+    (mean.sum() + var.sum()).backward()
+    return mean, var, ps[0].grad
+
+
+def rounds(impl, K):
+    if impl == "cpu":
+        return 30
+    return {16: 10, 64: 3, 256: 2}[K]  # the torch paths take up to seconds at K >= 64
+
+
+@pytest.mark.parametrize("backward", [False, True], ids=["fwd", "fwd+bwd"])
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("B,K", SHAPES, ids=[f"B{b}-K{k}" for b, k in SHAPES])
+def test_ep_lmmse(benchmark, B, K, impl, backward):
+    ins = inputs(B, K)
+    got = step(impl, ins, backward)
+    want = step("reference", ins, backward)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=2e-3, atol=2e-3 * float(b.abs().max()))
+    benchmark.group = f"ep_lmmse B{B} K{K} {'fwd+bwd' if backward else 'fwd'}"
+    benchmark.extra_info.update(op="ep_lmmse", shape=f"B{B} K{K}", impl=impl,
+                                mode="fwd+bwd" if backward else "fwd", threads=torch.get_num_threads())
+    benchmark.pedantic(step, args=(impl, ins, backward), rounds=rounds(impl, K), iterations=1,
+                       warmup_rounds=1)

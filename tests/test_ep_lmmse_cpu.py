@@ -1,0 +1,150 @@
+"""`cpu` backend of ep_lmmse against the reference: values, gradients, failures, the
+lane-group remainders (B not a multiple of 8/4) and every K class of the kernel."""
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from mimo_fast.ops import NotPositiveDefiniteError, ep_lmmse, ep_lmmse_ex, registry
+
+CPU = registry.get_backend("cpu")
+pytestmark = pytest.mark.skipif(CPU.unavailable() is not None, reason=f"cpu backend off: {CPU.unavailable()}")
+TOL = {torch.float32: 2e-4, torch.float64: 1e-10}
+
+
+def make(B, K, dtype, seed=0, cond=None):
+    g = torch.Generator().manual_seed(seed)
+    Hm = torch.randn(B, 2 * K, K, generator=g, dtype=torch.float64)
+    gram = Hm.mT @ Hm / (2 * K)
+    if cond is not None:  # eigenvalues spread over [1/cond, 1]
+        Q, _ = torch.linalg.qr(torch.randn(B, K, K, generator=g, dtype=torch.float64))
+        ev = torch.logspace(0, -torch.log10(torch.tensor(float(cond))).item(), K, dtype=torch.float64)
+        gram = Q @ torch.diag_embed(ev.expand(B, K)) @ Q.mT
+    else:  # a non-symmetric part (the op reads sym(gram))
+        gram = gram + 1e-3 * torch.randn(B, K, K, generator=g, dtype=torch.float64)
+    lam = (torch.rand(B, K, generator=g, dtype=torch.float64) + 0.5) * (1e-9 if cond else 1)
+    rhs, gam = torch.randn(B, K, generator=g, dtype=torch.float64), torch.randn(B, K, generator=g, dtype=torch.float64)
+    return [t.to(dtype) for t in (gram, rhs, lam, gam)]
+
+
+def rel(a, b):
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+
+
+def run(backend, ins, gm, gv):
+    ps = [t.clone().requires_grad_() for t in ins]
+    mean, var, info = ep_lmmse_ex(*ps, backend=backend)
+    ok = info == 0
+    ((mean * gm)[ok].sum() + (var * gv)[ok].sum()).backward()
+    return [mean, var, info] + [p.grad for p in ps]
+
+
+def compare(ins, tol, gv_scale=1.0, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    gm = torch.randn(ins[1].shape, generator=g, dtype=ins[1].dtype)
+    gv = gv_scale * torch.randn(ins[1].shape, generator=g, dtype=ins[1].dtype)
+    got, want = run("cpu", ins, gm, gv), run("reference", ins, gm, gv)
+    assert torch.equal(got[2], want[2])
+    ok = want[2] == 0
+    assert ok.any()
+    for name, a, b in zip(("mean", "var", "info", "g_gram", "g_rhs", "g_lam", "g_gam"), got, want):
+        if name == "info":
+            continue
+        assert torch.isnan(a[~ok]).all(), name
+        assert rel(a[ok], b[ok]) <= tol, (name, rel(a[ok], b[ok]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("K", [1, 2, 3, 7, 9, 17, 33, 65])
+def test_matches_reference(K, dtype):
+    B = 11 if K < 33 else 5  # not a multiple of the lane count (8 float / 4 double)
+    compare(make(B, K, dtype, seed=K), TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_k256(dtype):
+    compare(make(3, 256, dtype, seed=3), 10 * TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_portable_path(dtype, monkeypatch):
+    monkeypatch.setenv("MIMO_FAST_CPU_PORTABLE", "1")
+    for B, K in ((1, 1), (3, 5), (7, 18)):
+        compare(make(B, K, dtype, seed=B), TOL[dtype])
+
+
+def test_mean_only_gradient_path():
+    compare(make(9, 12, torch.float64, seed=4), TOL[torch.float64], gv_scale=0.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_not_positive_definite(dtype):
+    gram, rhs, lam, gam = make(13, 6, dtype, seed=5)
+    gram[2] = -torch.eye(6, dtype=dtype)              # fails at order 1
+    gram[9, 3, 3] = -50.0                             # fails at order 4
+    ins = [gram, rhs, lam, gam]
+    mean, var, info = ep_lmmse_ex(*ins, backend="cpu")
+    assert info.dtype == torch.int32 and info.tolist() == [0, 0, 1] + [0] * 6 + [4] + [0] * 3
+    assert torch.isnan(mean[[2, 9]]).all() and torch.isnan(var[[2, 9]]).all()
+    assert torch.isfinite(mean[info == 0]).all()
+    compare(ins, TOL[dtype])  # good rows match, failed rows NaN (gradients too)
+    with pytest.raises(NotPositiveDefiniteError, match="batch index 2") as exc:
+        ep_lmmse(*ins, backend="cpu")
+    assert exc.value.batch_index == 2 and exc.value.order == 1
+
+
+def test_ill_conditioned():
+    # cond(A) ~ 1e8 in float64: the answers lose ~8 digits to the conditioning itself.
+    compare(make(6, 20, torch.float64, seed=6, cond=1e8), 1e-6)
+    compare(make(6, 20, torch.float32, seed=7, cond=1e3), 2e-2)
+
+
+def test_non_contiguous_inputs():
+    gram, rhs, lam, gam = make(10, 9, torch.float64, seed=8)
+    ins = [gram.mT.contiguous().mT, rhs.t().contiguous().t(), lam, gam[::1]]
+    assert not ins[0].is_contiguous()
+    compare(ins, TOL[torch.float64])
+
+
+def test_gradcheck():
+    ins = [t.requires_grad_() for t in make(5, 3, torch.float64, seed=9)]
+    assert torch.autograd.gradcheck(lambda *a: ep_lmmse(*a, backend="cpu"), ins)
+
+
+def test_empty_batch():
+    mean, var, info = ep_lmmse_ex(*make(0, 4, torch.float32), backend="cpu")
+    assert mean.shape == (0, 4) and info.shape == (0,)
+
+
+@settings(max_examples=25, deadline=None)
+@given(B=st.integers(1, 19), K=st.integers(1, 40), double=st.booleans(), seed=st.integers(0, 2**16))
+def test_random_shapes(B, K, double, seed):
+    dtype = torch.float64 if double else torch.float32
+    compare(make(B, K, dtype, seed=seed), TOL[dtype])
+
+
+def test_threaded_chunks():
+    # Large enough for the OpenMP path (several dynamic chunks, a partial last lane group).
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(2, before))
+    try:
+        compare(make(301, 20, torch.float64, seed=10), TOL[torch.float64])
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_single_matrix_path(dtype):
+    # A lane group less than half full at K >= 32 is done one matrix at a time (fwd and bwd).
+    for B, K in ((1, 32), (1, 70), (9, 40)):
+        compare(make(B, K, dtype, seed=B + K), TOL[dtype])
+    gram, rhs, lam, gam = make(9, 40, dtype, seed=11)
+    gram[8, 5, 5] = -1e3                              # in the last, single-matrix group
+    mean, var, info = ep_lmmse_ex(gram, rhs, lam, gam, backend="cpu")
+    assert info.tolist() == [0] * 8 + [6]
+    assert torch.isnan(mean[8]).all() and torch.isnan(var[8]).all() and torch.isfinite(mean[:8]).all()
+    compare([gram, rhs, lam, gam], TOL[dtype])        # NaN gradients for it, the rest match
+
+
+def test_opcheck():
+    ins = [t.requires_grad_() for t in make(5, 4, torch.float64, seed=12)]
+    torch.library.opcheck(torch.ops.mimo_fast.ep_lmmse.default, (*ins, "cpu", True))
