@@ -3,6 +3,8 @@ convention) on sizes that exercise the SIMD tails (2N reals vs 8/4-lane vectors,
 2-vector unroll), conjugate/non-contiguous views, and the portable path."""
 import pytest
 import torch
+
+from mimo_fast.ops import kernel_threads
 from hypothesis import given, settings, strategies as st
 
 from mimo_fast.ops import amp_step, registry
@@ -89,12 +91,8 @@ def test_random_shapes(B, M, N, double, seed):
 
 def test_threaded_chunks():
     # Large enough for the OpenMP path (B*M*N >= 2^17, several dynamic chunks).
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(2, before))
-    try:
+    with kernel_threads(2):  # not torch.set_num_threads: see mimo_fast/ops/threads.py
         compare(make(37, 70, 60, torch.complex128, seed=5), TOL[torch.complex128])
-    finally:
-        torch.set_num_threads(before)
 
 
 def test_opcheck():

@@ -2,6 +2,8 @@
 lane-group remainders (B not a multiple of 8/4) and every K class of the kernel."""
 import pytest
 import torch
+
+from mimo_fast.ops import kernel_threads
 from hypothesis import given, settings, strategies as st
 
 from mimo_fast.ops import NotPositiveDefiniteError, ep_lmmse, ep_lmmse_ex, registry
@@ -124,12 +126,8 @@ def test_random_shapes(B, K, double, seed):
 
 def test_threaded_chunks():
     # Large enough for the OpenMP path (several dynamic chunks, a partial last lane group).
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(2, before))
-    try:
+    with kernel_threads(2):  # not torch.set_num_threads: see mimo_fast/ops/threads.py
         compare(make(301, 20, torch.float64, seed=10), TOL[torch.float64])
-    finally:
-        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

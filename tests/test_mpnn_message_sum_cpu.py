@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+from mimo_fast.ops import kernel_threads
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -93,14 +95,10 @@ def test_mlp_sizes_of_the_benchmarks(dtype):
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_thread_counts(threads):
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with kernel_threads(threads):  # not torch.set_num_threads: see mimo_fast/ops/threads.py
         for B in (1, 2, 9):
             args, mask = make(B, 11, 3, 2, 24, 16, 2, torch.float64, "rows", seed=B)
             check(args, mask, torch.float64)
-    finally:
-        torch.set_num_threads(old)
 
 
 def test_empty_batch():

@@ -98,3 +98,18 @@ def test_value_checks_can_be_skipped(monkeypatch):
     monkeypatch.setenv("MIMO_FAST_SKIP_VALUE_CHECKS", "1")
     mean, _, _ = ops.ep_lmmse_ex(gram, rhs, lam, gam)  # trusted mode: no scan, NaN flows
     assert torch.isnan(mean).any()
+
+
+def test_kernel_threads_override_and_validation():
+    from mimo_fast.ops import kernel_threads, set_kernel_threads
+    from mimo_fast.ops.threads import num_threads
+
+    default = num_threads()
+    with kernel_threads(3):
+        assert num_threads() == 3
+        with kernel_threads(1):
+            assert num_threads() == 1
+        assert num_threads() == 3
+    assert num_threads() == default
+    with pytest.raises(ValueError, match="positive int"):
+        set_kernel_threads(0)

@@ -10,6 +10,7 @@ import torch
 
 from mimo_fast import _ext
 from mimo_fast.ops.backends import CPU
+from mimo_fast.ops.threads import num_threads
 
 _CODES = {torch.float32: 0, torch.float64: 1}
 
@@ -24,7 +25,7 @@ def forward(H, y, x, v, z_prev, V_prev, noise_var):
     outs = [torch.empty_like(ins[2]), torch.empty_like(ins[3]), torch.empty_like(ins[1]),
             torch.empty_like(ins[5])]                                   # r, Sigma, z, V
     _ext.C.amp_step_forward([t.data_ptr() for t in ins + outs], B, M, N,
-                            _CODES[ins[3].dtype], torch.get_num_threads())
+                            _CODES[ins[3].dtype], num_threads())
     return outs
 
 
@@ -33,7 +34,7 @@ def backward(grad_r, grad_Sigma, grad_z, grad_V, H, y, x, v, z_prev, V_prev, noi
     B, M, N = H.shape
     grads = [torch.empty_like(t) for t in ins[4:]]
     _ext.C.amp_step_backward([t.data_ptr() for t in ins + grads], B, M, N,
-                             _CODES[ins[7].dtype], torch.get_num_threads())
+                             _CODES[ins[7].dtype], num_threads())
     return grads
 
 

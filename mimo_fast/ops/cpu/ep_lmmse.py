@@ -11,6 +11,7 @@ import torch
 
 from mimo_fast import _ext
 from mimo_fast.ops.backends import CPU
+from mimo_fast.ops.threads import num_threads
 
 _CODES = {torch.float32: 0, torch.float64: 1}
 
@@ -26,7 +27,7 @@ def forward(gram, rhs, lam, gam):
     info = torch.empty(B, dtype=torch.int32)
     _ext.C.ep_lmmse_forward(gram.data_ptr(), rhs.data_ptr(), lam.data_ptr(), gam.data_ptr(),
                             mean.data_ptr(), var.data_ptr(), info.data_ptr(), B, K,
-                            _CODES[gram.dtype], torch.get_num_threads())
+                            _CODES[gram.dtype], num_threads())
     return mean, var, info
 
 
@@ -38,7 +39,7 @@ def backward(grad_mean, grad_var, gram, rhs, lam, gam):
     _ext.C.ep_lmmse_backward(grad_mean.data_ptr(), grad_var.data_ptr(), gram.data_ptr(),
                              rhs.data_ptr(), lam.data_ptr(), gam.data_ptr(), g_gram.data_ptr(),
                              g_rhs.data_ptr(), g_lam.data_ptr(), g_gam.data_ptr(), B, K,
-                             _CODES[gram.dtype], torch.get_num_threads())
+                             _CODES[gram.dtype], num_threads())
     return [g_gram, g_rhs, g_lam, g_gam]
 
 

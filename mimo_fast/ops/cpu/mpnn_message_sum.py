@@ -26,6 +26,7 @@ import torch.nn.functional as Fn
 
 from mimo_fast import _ext
 from mimo_fast.ops.backends import CPU
+from mimo_fast.ops.threads import num_threads
 
 OP = "mpnn_message_sum"
 ISA_ENV = "MIMO_FAST_CPU_ISA"
@@ -67,7 +68,7 @@ class _Prep:
         self.edge = edge.contiguous()
         self.mask = None if mask is None else mask.contiguous().view(torch.uint8)
         self.mask_ptr = 0 if mask is None else self.mask.data_ptr()
-        self.nthreads = max(1, torch.get_num_threads())
+        self.nthreads = num_threads()
 
     def count(self, mask, dtype):
         """(B, N, 1) messages each receiver sums (0 for masked receivers), or a scalar."""
