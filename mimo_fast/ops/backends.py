@@ -63,3 +63,6 @@ CUDA = register_backend(Backend(
     unavailable=_cuda_reason, tolerances=_FUSED_TOL,
     missing_reason="this build has no CUDA kernel for it yet",
 ))
+
+if _triton_reason() is None:  # Triton kernels (guarded: a missing Triton only turns the backend off)
+    from mimo_fast.ops import triton as _triton_kernels  # noqa: E402,F401
