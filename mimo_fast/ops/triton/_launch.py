@@ -22,6 +22,11 @@ def next_pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
 
+def prev_pow2(n: int) -> int:
+    """Largest power of two <= n (1 for n <= 1)."""
+    return 1 << max(0, int(n).bit_length() - 1)
+
+
 def block(n: int, lo: int = 16, hi: int = 1 << 30) -> int:
     """A power-of-two block covering n, clamped to [lo, hi]. lo = 16 because tl.dot needs
     every dimension >= 16 on NVIDIA GPUs; padding lanes are masked."""
