@@ -38,7 +38,8 @@ _SUM = tl.standard._sum_combine
 def mpnn_fwd_kernel(recv, send, edge, we, w2, b2, mask, s_out,
                     N, H1, H2, E, s_eb, s_en, s_ej, s_ee, s_wh, s_we, s_2o, s_2i,
                     HAS_EDGE: tl.constexpr, HAS_MASK: tl.constexpr, BN: tl.constexpr,
-                    BJ: tl.constexpr, BH1: tl.constexpr, BH2: tl.constexpr, BE: tl.constexpr):
+                    BJ: tl.constexpr, BH1: tl.constexpr, BH2: tl.constexpr, BE: tl.constexpr,
+                    PREC: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     n0 = tl.program_id(1) * BN
     row = tl.arange(0, BN * BJ)
@@ -65,8 +66,8 @@ def mpnn_fwd_kernel(recv, send, edge, we, w2, b2, mask, s_out,
         if HAS_EDGE:
             ed = tl.load(edge + b * s_eb + n[:, None] * s_en + j[:, None] * s_ej + e[None, :] * s_ee,
                          mask=valid[:, None] & (e < E)[None, :], other=0.0)
-            p1 += tl.dot(ed, wet, input_precision="ieee")
-        p2 = tl.dot(tl.maximum(p1, 0.0), w2t, input_precision="ieee") + b2v[None, :]
+            p1 += tl.dot(ed, wet, input_precision=PREC)
+        p2 = tl.dot(tl.maximum(p1, 0.0), w2t, input_precision=PREC) + b2v[None, :]
         m2 = tl.where(valid[:, None], tl.maximum(p2, 0.0), 0.0)
         acc += tl.reduce(tl.reshape(m2, [BN, BJ, BH2]), 1, _SUM)
     nn = n0 + tl.arange(0, BN)
@@ -78,7 +79,8 @@ def mpnn_bwd_kernel(recv, send, edge, we, w2, b2, mask, gs,
                     s_out, grecv, gsend, gedge, gw2_part, gb2_part, gwe_part,
                     N, H1, H2, E, TILES, NT, s_eb, s_en, s_ej, s_ee, s_wh, s_we, s_2o, s_2i,
                     HAS_EDGE: tl.constexpr, HAS_MASK: tl.constexpr, BN: tl.constexpr,
-                    BJ: tl.constexpr, BH1: tl.constexpr, BH2: tl.constexpr, BE: tl.constexpr):
+                    BJ: tl.constexpr, BH1: tl.constexpr, BH2: tl.constexpr, BE: tl.constexpr,
+                    PREC: tl.constexpr):
     pid = tl.program_id(0)
     row = tl.arange(0, BN * BJ)
     h1 = tl.arange(0, BH1)
@@ -86,11 +88,11 @@ def mpnn_bwd_kernel(recv, send, edge, we, w2, b2, mask, gs,
     e = tl.arange(0, BE)
     in_h1, in_h2, in_e = h1 < H1, h2 < H2, e < E
     w2m = tl.load(w2 + h2[:, None] * s_2o + h1[None, :] * s_2i, mask=in_h2[:, None] & in_h1[None, :], other=0.0)
-    w2t = tl.trans(w2m)
+    w2t = tl.load(w2 + h1[:, None] * s_2i + h2[None, :] * s_2o, mask=in_h1[:, None] & in_h2[None, :], other=0.0)
     b2v = tl.load(b2 + h2, mask=in_h2, other=0.0)
     if HAS_EDGE:
         wem = tl.load(we + h1[:, None] * s_wh + e[None, :] * s_we, mask=in_h1[:, None] & in_e[None, :], other=0.0)
-        wet = tl.trans(wem)
+        wet = tl.load(we + e[:, None] * s_we + h1[None, :] * s_wh, mask=in_e[:, None] & in_h1[None, :], other=0.0)
     acc_w2 = tl.zeros([BH2, BH1], dtype=w2m.dtype)
     acc_b2 = tl.zeros([BH2], dtype=w2m.dtype)
     acc_we = tl.zeros([BH1, BE], dtype=w2m.dtype)
@@ -114,15 +116,15 @@ def mpnn_bwd_kernel(recv, send, edge, we, w2, b2, mask, gs,
             if HAS_EDGE:
                 ed = tl.load(edge + b * s_eb + n[:, None] * s_en + j[:, None] * s_ej + e[None, :] * s_ee,
                              mask=valid[:, None] & in_e[None, :], other=0.0)
-                p1 += tl.dot(ed, wet, input_precision="ieee")
+                p1 += tl.dot(ed, wet, input_precision=PREC)
             a1 = tl.maximum(p1, 0.0)
-            p2 = tl.dot(a1, w2t, input_precision="ieee") + b2v[None, :]
+            p2 = tl.dot(a1, w2t, input_precision=PREC) + b2v[None, :]
             live = valid[:, None] & (p2 > 0.0)
             acc_s += tl.reduce(tl.reshape(tl.where(live, p2, 0.0), [BN, BJ, BH2]), 1, _SUM)
             gp2 = tl.where(live, g2, 0.0)
-            acc_w2 += tl.dot(tl.trans(gp2), a1, input_precision="ieee")
+            acc_w2 += tl.dot(tl.trans(gp2), a1, input_precision=PREC)
             acc_b2 += tl.reduce(gp2, 0, _SUM)
-            gp1 = tl.where(p1 > 0.0, tl.dot(gp2, w2m, input_precision="ieee"), 0.0)
+            gp1 = tl.where(p1 > 0.0, tl.dot(gp2, w2m, input_precision=PREC), 0.0)
             acc_r += tl.reduce(tl.reshape(gp1, [BN, BJ, BH1]), 1, _SUM)
             jj = j0 + tl.arange(0, BJ)
             tl.atomic_add(gsend + (b * N + jj)[:, None] * H1 + h1[None, :],
@@ -131,8 +133,8 @@ def mpnn_bwd_kernel(recv, send, edge, we, w2, b2, mask, gs,
             if HAS_EDGE:
                 pair = (n < N) & (j < N)                     # every pair is written (zeros if not valid)
                 tl.store(gedge + ((b * N + n) * N + j)[:, None] * E + e[None, :],
-                         tl.dot(gp1, wem, input_precision="ieee"), mask=pair[:, None] & in_e[None, :])
-                acc_we += tl.dot(tl.trans(gp1), ed, input_precision="ieee")
+                         tl.dot(gp1, wem, input_precision=PREC), mask=pair[:, None] & in_e[None, :])
+                acc_we += tl.dot(tl.trans(gp1), ed, input_precision=PREC)
         nn = n0 + tl.arange(0, BN)
         out = (b * N + nn)[:, None]
         tl.store(s_out + out * H2 + h2[None, :], acc_s, mask=(nn < N)[:, None] & in_h2[None, :])

@@ -79,7 +79,11 @@ def test_persistent_programs_on_cpu():
 # ------------------------------------------------------------------ ep_lmmse
 @pytest.mark.parametrize("K,KP,warps", [(1, 16, 2), (16, 16, 2), (17, 32, 4), (33, 64, 8), (64, 64, 8)])
 def test_ep_blocks(K, KP, warps):
-    assert ep_glue.blocks(K) == (KP, warps)
+    assert ep_glue.blocks(K) == (KP, warps) == ep_glue.blocks(K, 8, backward=True)
+
+
+def test_ep_float32_backward_at_64_gets_more_warps():
+    assert ep_glue.blocks(64, 4, backward=True) == (64, 16)
 
 
 def test_ep_refuses_large_K_with_reason():
@@ -96,6 +100,12 @@ def test_ep_one_program_per_matrix(rec):
     assert all(m == {"KP": 16, "num_warps": 2} for _, _, m in rec.launches)
 
 
+def test_mpnn_dot_precision_and_stages():
+    assert mpnn_glue.blocks(16, 128, 64, 2, 4)["PREC"] == "tf32x3"
+    assert mpnn_glue.blocks(16, 128, 64, 2, 8)["PREC"] == "ieee"
+    assert mpnn_glue.blocks(16, 128, 64, 2, 4)["num_stages"] == 1
+
+
 def test_ep_chunks_a_batch_past_the_grid_limit(rec):
     B = L.MAX_GRID_X + 3                               # meta tensors: nothing is allocated
     gram, vec = torch.empty(B, 4, 4, device="meta"), torch.empty(B, 4, device="meta")
@@ -106,14 +116,14 @@ def test_ep_chunks_a_batch_past_the_grid_limit(rec):
 # ------------------------------------------------------------------ amp_step
 def test_amp_blocks():
     assert amp_glue.blocks(4, 3) == dict(ROW_BM=16, ROW_BN=16, COL_BM=16, COL_BN=16)
-    assert amp_glue.blocks(1024, 1024) == dict(ROW_BM=32, ROW_BN=128, COL_BM=128, COL_BN=32)
+    assert amp_glue.blocks(1024, 1024) == dict(ROW_BM=16, ROW_BN=64, COL_BM=64, COL_BN=32)
 
 
 def test_amp_grids_rows_then_columns(rec):
     s = amp_sample("g", 2, 100, 40, torch.float32)
     amp_glue.forward(*s.args)
     assert [n for n, _, _ in rec.launches] == ["amp_rows_kernel", "amp_cols_kernel"]
-    assert rec.grids("amp_rows_kernel") == [(2, 4)] and rec.grids("amp_cols_kernel") == [(2, 2)]
+    assert rec.grids("amp_rows_kernel") == [(2, 7)] and rec.grids("amp_cols_kernel") == [(2, 2)]
     rec.launches.clear()
     H, y, x, v, zp, Vp, nv = s.args
     amp_glue.backward(x, v, y, Vp, *s.args)
@@ -122,7 +132,7 @@ def test_amp_grids_rows_then_columns(rec):
 
 
 def test_amp_refuses_more_row_tiles_than_grid_axis_1_holds():
-    H = torch.empty(1, 32 * L.MAX_GRID_YZ + 1, 2, dtype=torch.complex64, device="meta")
+    H = torch.empty(1, 16 * L.MAX_GRID_YZ + 1, 2, dtype=torch.complex64, device="meta")
     assert "row pass needs 65536 programs" in amp_glue.refuse(H)
     assert amp_glue.refuse(torch.empty(1, 64, 64, dtype=torch.complex64, device="meta")) is None
 

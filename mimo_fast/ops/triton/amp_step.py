@@ -17,9 +17,12 @@ from mimo_fast.ops.triton import _launch as L
 def blocks(M: int, N: int) -> dict:
     """Tile sizes. Row passes: ROW_BM rows per program, streaming ROW_BN columns at a time
     (long along n, H's contiguous axis). Column passes: COL_BN columns per program,
-    streaming COL_BM rows. 32 x 128 tiles of a complex H are 32 KiB in fp32."""
-    return dict(ROW_BM=L.block(M, hi=32), ROW_BN=L.block(N, hi=128),
-                COL_BM=L.block(M, hi=128), COL_BN=L.block(N, hi=32))
+    streaming COL_BM rows. Sized by compiling for sm_90 without a GPU: 32 x 128 tiles
+    spilled registers at 4 warps; these (2048 complex entries a tile, 4 warps; 8 for the
+    column pass of backward, which holds the most per entry) compile without spills in
+    float32 and float64."""
+    return dict(ROW_BM=L.block(M, hi=16), ROW_BN=L.block(N, hi=64),
+                COL_BM=L.block(M, hi=64), COL_BN=L.block(N, hi=32))
 
 
 def refuse(H, *_) -> Optional[str]:
@@ -108,7 +111,7 @@ def backward(grad_r, grad_Sigma, grad_z, grad_V, H, y, x, v, z_prev, V_prev, noi
             g_noise[s:e] = noise_rows.sum(1)
             k.amp_cols_bwd_kernel[(n, cols)](*st, xr[s:e], v[s:e], t, w, g_zt, g_Vt, g_u, g_q, grr[s:e],
                                              g_Hr[s:e], g_xr[s:e], g_v[s:e], M, N,
-                                             BM=bl["COL_BM"], BN=bl["COL_BN"])
+                                             BM=bl["COL_BM"], BN=bl["COL_BN"], num_warps=8)
     return [g_H, g_y, g_x, g_v, g_zp, g_Vp, g_noise]
 
 

@@ -34,7 +34,11 @@ def blocks(N: int, H1: int, H2: int, E: int, itemsize: int, backward: bool = Fal
     BN = max(1, min(L.next_pow2(N), rows // BJ))
     BJ = max(BJ, 16 // BN)                                   # tl.dot: >= 16 rows
     warps = 8 if BN * BJ * max(BH1, BH2) * itemsize > 64 * 1024 else 4
-    return dict(BN=BN, BJ=BJ, BH1=BH1, BH2=BH2, BE=BE, num_warps=warps)
+    # float32 dots run as three TF32 tensor-core products (tf32x3: float32 accuracy; plain
+    # IEEE float32 falls back to FMA and spills); float64 has only IEEE. One stage: the
+    # loop-invariant weights already fill much of the shared memory, pipelining would double it.
+    prec = "tf32x3" if itemsize == 4 else "ieee"
+    return dict(BN=BN, BJ=BJ, BH1=BH1, BH2=BH2, BE=BE, PREC=prec, num_warps=warps, num_stages=1)
 
 
 def refuse(node, edge, *weights) -> Optional[str]:
@@ -82,13 +86,13 @@ def forward(node, edge, w1, b1, w2, b2, w3, b3, mask):
     recv, send, edge_k, we, m, strides = _common(node, edge, w1, b1, w2, mask)
     s = node.new_empty(B, N, H2)
     bl = blocks(N, H1, H2, E, node.element_size())
-    warps = bl.pop("num_warps")
+    launch = dict(num_warps=bl.pop("num_warps"), num_stages=bl.pop("num_stages"))
     kern = _kernels().mpnn_fwd_kernel
     with L.on_device(node):
         for a, z in L.batch_chunks(B):
             kern[(z - a, L.cdiv(N, bl["BN"]))](
                 recv[a:z], send[a:z], edge_k[a:z], we, w2, b2.contiguous(), m[a:z], s[a:z], N, H1, H2, E, *strides,
-                HAS_EDGE=E > 0, HAS_MASK=mask is not None, **bl, num_warps=warps)
+                HAS_EDGE=E > 0, HAS_MASK=mask is not None, **bl, **launch)
     return s @ w3.T + _count(mask, B, N, s) * b3
 
 
@@ -101,7 +105,7 @@ def backward(grad, node, edge, w1, b1, w2, b2, w3, b3, mask):
     gs = (g @ w3).contiguous()
     recv, send, edge_k, we, m, strides = _common(node, edge, w1, b1, w2, mask)
     bl = blocks(N, H1, H2, E, node.element_size(), backward=True)
-    warps = bl.pop("num_warps")
+    launch = dict(num_warps=bl.pop("num_warps"), num_stages=bl.pop("num_stages"))
     NT = L.cdiv(N, bl["BN"])
     s, grecv = node.new_empty(B, N, H2), node.new_empty(B, N, H1)
     gsend = node.new_zeros(B, N, H1)
@@ -119,7 +123,7 @@ def backward(grad, node, edge, w1, b1, w2, b2, w3, b3, mask):
             kern[(P,)](recv[a:z], send[a:z], edge_k[a:z], we, w2, b2.contiguous(), m[a:z], gs[a:z],
                        s[a:z], grecv[a:z], gsend[a:z], gedge_k[a:z], w2p, b2p, wep,
                        N, H1, H2, E, (z - a) * NT, NT, *strides,
-                       HAS_EDGE=E > 0, HAS_MASK=mask is not None, **bl, num_warps=warps)
+                       HAS_EDGE=E > 0, HAS_MASK=mask is not None, **bl, **launch)
             gw2 += w2p.sum(0)
             gb2 += b2p.sum(0)
             gwe += wep[:, :, :E].sum(0)
