@@ -35,7 +35,7 @@ _SUM = tl.standard._sum_combine
 
 
 @triton.jit
-def mpnn_fwd_kernel(recv, send, edge, we, w2, b2, mask, s_out,
+def mpnn_fwd_kernel(recv, send, edge, we, w2, b2, mask, sum_out,
                     N, H1, H2, E, s_eb, s_en, s_ej, s_ee, s_wh, s_we, s_2o, s_2i,
                     HAS_EDGE: tl.constexpr, HAS_MASK: tl.constexpr, BN: tl.constexpr,
                     BJ: tl.constexpr, BH1: tl.constexpr, BH2: tl.constexpr, BE: tl.constexpr,
@@ -71,12 +71,12 @@ def mpnn_fwd_kernel(recv, send, edge, we, w2, b2, mask, s_out,
         m2 = tl.where(valid[:, None], tl.maximum(p2, 0.0), 0.0)
         acc += tl.reduce(tl.reshape(m2, [BN, BJ, BH2]), 1, _SUM)
     nn = n0 + tl.arange(0, BN)
-    tl.store(s_out + (b * N + nn)[:, None] * H2 + h2[None, :], acc, mask=(nn < N)[:, None] & in_h2[None, :])
+    tl.store(sum_out + (b * N + nn)[:, None] * H2 + h2[None, :], acc, mask=(nn < N)[:, None] & in_h2[None, :])
 
 
 @triton.jit
 def mpnn_bwd_kernel(recv, send, edge, we, w2, b2, mask, gs,
-                    s_out, grecv, gsend, gedge, gw2_part, gb2_part, gwe_part,
+                    sum_out, grecv, gsend, gedge, gw2_part, gb2_part, gwe_part,
                     N, H1, H2, E, TILES, NT, s_eb, s_en, s_ej, s_ee, s_wh, s_we, s_2o, s_2i,
                     HAS_EDGE: tl.constexpr, HAS_MASK: tl.constexpr, BN: tl.constexpr,
                     BJ: tl.constexpr, BH1: tl.constexpr, BH2: tl.constexpr, BE: tl.constexpr,
@@ -137,7 +137,7 @@ def mpnn_bwd_kernel(recv, send, edge, we, w2, b2, mask, gs,
                 acc_we += tl.dot(tl.trans(gp1), ed, input_precision=PREC)
         nn = n0 + tl.arange(0, BN)
         out = (b * N + nn)[:, None]
-        tl.store(s_out + out * H2 + h2[None, :], acc_s, mask=(nn < N)[:, None] & in_h2[None, :])
+        tl.store(sum_out + out * H2 + h2[None, :], acc_s, mask=(nn < N)[:, None] & in_h2[None, :])
         tl.store(grecv + out * H1 + h1[None, :], acc_r, mask=(nn < N)[:, None] & in_h1[None, :])
     tl.store(gw2_part + pid * H2 * H1 + h2[:, None] * H1 + h1[None, :], acc_w2, mask=in_h2[:, None] & in_h1[None, :])
     tl.store(gb2_part + pid * H2 + h2, acc_b2, mask=in_h2)

@@ -25,10 +25,13 @@ E_MAX = 128
 def blocks(N: int, H1: int, H2: int, E: int, itemsize: int, backward: bool = False) -> dict:
     """Tile sizes. BH1/BH2/BE pad the widths to powers of two >= 16 (tl.dot's minimum).
     BN receivers x BJ senders give BN*BJ pair rows per step, as many as fit a register
-    budget of ~8K fp32 values per (rows, H) tile in forward, half that in backward (which
-    holds several such tiles and the weight partials); at least 16 rows for tl.dot."""
+    budget of ~8K fp32 values per (rows, H) tile in forward, a quarter of that in backward
+    (which holds several such tiles, both orientations of W2 and the weight partials);
+    at least 16 rows for tl.dot. `python bench/triton_resources.py` shows what these need
+    on sm_90: the backward still spills registers at every foundation shape (and at
+    H1 x H2 = 128 x 64 needs ~208 KiB of shared memory: fits sm_90, not sm_80)."""
     BH1, BH2, BE = L.block(H1), L.block(H2), L.block(E)
-    budget = (8192 if not backward else 4096) * 4 // itemsize
+    budget = (8192 if not backward else 2048) * 4 // itemsize
     rows = max(16, min(256, L.prev_pow2(budget // max(BH1, BH2))))
     BJ = min(L.next_pow2(N), rows)
     BN = max(1, min(L.next_pow2(N), rows // BJ))
