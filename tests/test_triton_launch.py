@@ -169,6 +169,18 @@ def test_mpnn_refusals_name_the_limit():
     assert mpnn_glue.refuse(node, edge) is None        # dispatch that passes only (node, edge)
 
 
+def test_mpnn_refuses_what_the_gpu_has_no_shared_memory_for(monkeypatch):
+    node, edge = torch.empty(1, 4, 2), torch.empty(1, 4, 4, 2)
+    w = lambda h1, h2: (torch.empty(h1, 6), torch.empty(h1), torch.empty(h2, h1))  # noqa: E731
+    assert L.shared_memory_limit(torch.device("cpu")) is None
+    monkeypatch.setattr(L, "shared_memory_limit", lambda device: 163 * 1024)     # an sm_80 GPU
+    assert "this GPU offers 163 KiB" in mpnn_glue.refuse(node, edge, *w(128, 64))
+    assert mpnn_glue.refuse(node, edge, *w(64, 64)) is None
+    monkeypatch.setattr(L, "shared_memory_limit", lambda device: 227 * 1024)     # sm_90
+    assert mpnn_glue.refuse(node, edge, *w(128, 64)) is None
+    assert "KiB of shared memory" in mpnn_glue.refuse(node, edge, *w(128, 128))
+
+
 def test_mpnn_grids(rec):
     s = mpnn_sample("g", 5, 40, 3, 2, 32, 16, 4, torch.float32)
     mpnn_glue.forward(*s.args)

@@ -65,6 +65,13 @@ def num_programs(device: torch.device, work: int, per_sm: int = 2) -> int:
     return max(1, min(work, 3))
 
 
+def shared_memory_limit(device: torch.device) -> int | None:
+    """Shared memory one program may use on this CUDA device (bytes), None off CUDA."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.get_device_properties(device).shared_memory_per_block_optin
+
+
 def on_device(t: torch.Tensor):
     """Triton launches on the current CUDA device: make it the tensors' device."""
     return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()

@@ -44,6 +44,13 @@ def blocks(N: int, H1: int, H2: int, E: int, itemsize: int, backward: bool = Fal
     return dict(BN=BN, BJ=BJ, BH1=BH1, BH2=BH2, BE=BE, PREC=prec, num_warps=warps, num_stages=1)
 
 
+def backward_shared_memory(H1: int, H2: int) -> int:
+    """Estimated shared memory of the backward kernel (bytes): mostly W2 staged for two
+    tl.dot orientations. Fitted on sm_80/sm_90 compiles (bench/triton_resources.py:
+    H1 x H2 = 128 x 64 -> 184 KiB, 64 x 32 -> 72 KiB, 16 x 16 -> 40 KiB), rounded up."""
+    return 20 * L.block(H1) * L.block(H2) + 40 * 1024
+
+
 def refuse(node, edge, *weights) -> Optional[str]:
     """Size limits. ``weights`` is (w1, b1, w2, ...) as the op passes them to dispatch."""
     N, E = node.shape[1], edge.shape[-1]
@@ -53,6 +60,10 @@ def refuse(node, edge, *weights) -> Optional[str]:
                 f"(pairs x H) tiles and a (H2 x H1) partial in registers")
     if E > E_MAX:
         return f"edge width E={E} > {E_MAX}: the Triton mpnn_message_sum kernel keeps edge tiles in registers"
+    limit = L.shared_memory_limit(node.device)
+    if limit is not None and backward_shared_memory(H1, H2) > limit:
+        return (f"H1 x H2 = {H1} x {H2}: the Triton mpnn_message_sum backward needs about "
+                f"{backward_shared_memory(H1, H2) // 1024} KiB of shared memory, this GPU offers {limit // 1024} KiB")
     return L.tiles_reason("mpnn_message_sum", L.cdiv(N, blocks(N, H1, H2, E, node.element_size())["BN"]))
 
 
