@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import mimo_fast.ops as ops
+from mimo_fast.ops import registry
 from mimo_fast.ops.triton import _launch as L
 from mimo_fast.ops.triton import amp_step as amp_glue
 from mimo_fast.ops.triton import ep_lmmse as ep_glue
@@ -214,6 +215,9 @@ def _grads(fn, args, backend):
                                        mask=torch.rand(5, 3, generator=torch.Generator().manual_seed(1)) > 0.3)),
 ], ids=["ep_lmmse", "amp_step", "mpnn_message_sum"])
 def test_chunked_launches_match_reference(fn, sample, monkeypatch):
+    why = registry.get_backend("triton").refusal(fn.__name__, tuple(a for a in sample.args if a is not None), True)
+    if why:
+        pytest.skip(f"triton cannot run here: {why}")
     monkeypatch.setattr(L, "MAX_GRID_X", 2)            # 5 batch elements -> 3 launches
     got, g_got = _grads(fn, sample.args, "triton")
     want, g_want = _grads(fn, sample.args, "reference")
