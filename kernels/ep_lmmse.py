@@ -11,7 +11,7 @@ Backward (the reference's formulas, :func:`mimo_fast.ops.reference.ep_lmmse.back
 
 One program per matrix. The K x K matrix and its inverse factor W stay in registers the
 whole time (KP x KP tiles, KP = K padded to a power of two >= 16; padding is the identity):
-each of the K Cholesky steps extracts column k with a masked reduction, does the rank-1
+each of the K Cholesky steps extracts row k (= column k) with a masked reduction, does the rank-1
 Schur update of A and the matching row operation on W (W starts as I, so the forward
 solve L W = I runs in the same loop). Memory traffic: gram read twice (it and its
 transpose, from L2 the second time), the K-vectors once, outputs written once; the
