@@ -27,7 +27,11 @@ import triton.language as tl
 # tl.sum is itself a @triton.jit function, which the interpreter handles slowly (it
 # re-patches triton.language on every device-function call); tl.reduce with the standard
 # sum combiner is the same reduction on the GPU and one numpy call in the interpreter.
-_SUM = tl.standard._sum_combine
+_SUM = getattr(tl.standard, "_sum_combine", None)
+if _SUM is None:  # a Triton without that private name: same reduction, slower interpreted
+    @triton.jit
+    def _SUM(a, b):
+        return a + b
 
 
 @triton.jit
