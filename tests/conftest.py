@@ -1,12 +1,22 @@
 """Test-session setup. The tests run against the *installed* package (the compiled
-extensions live there), so refuse to run on an uninstalled source tree by mistake."""
-import os
-import pathlib
+extensions live there), so refuse to run on an uninstalled source tree by mistake.
 
-import pytest
+Without a GPU the Triton kernels run in Triton's interpreter on CPU tensors, so the
+generic op tests (every backend that can serve a sample) cover the `triton` backend too.
+TRITON_INTERPRET is read when triton is imported, so it is set before anything else.
+"""
+import os
+
 import torch
 
-import mimo_fast
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pathlib  # noqa: E402
+
+import pytest  # noqa: E402
+
+import mimo_fast  # noqa: E402
 
 _SRC = pathlib.Path(__file__).resolve().parent.parent / "mimo_fast"
 if pathlib.Path(mimo_fast.__file__).resolve().parent == _SRC and not os.environ.get("MIMO_FAST_ALLOW_SOURCE_TREE"):

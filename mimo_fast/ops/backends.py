@@ -66,3 +66,5 @@ CUDA = register_backend(Backend(
 
 if _ext.C is not None:
     import mimo_fast.ops.cpu  # noqa: E402,F401  (registers the C++ kernels on CPU)
+if _triton_reason() is None:  # Triton kernels (guarded: a missing Triton only turns the backend off)
+    from mimo_fast.ops import triton as _triton_kernels  # noqa: E402,F401

@@ -72,7 +72,7 @@ def _op(node: Tensor, edge: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tens
         w3: Tensor, b3: Tensor, mask: Optional[Tensor], backend: str) -> Tensor:
     check(node, edge, w1, b1, w2, b2, w3, b3, mask)
     _check_values(node, edge, w1, b1, w2, b2, w3, b3)
-    impl = registry.resolve(OP, backend, (node, edge)).ops[OP]
+    impl = registry.resolve(OP, backend, (node, edge, w1, b1, w2, b2, w3, b3)).ops[OP]
     return impl.forward(node, edge, w1, b1, w2, b2, w3, b3, mask)
 
 
@@ -85,7 +85,7 @@ def _(node, edge, w1, b1, w2, b2, w3, b3, mask, backend):
 @torch.library.custom_op("mimo_fast::mpnn_message_sum_backward", mutates_args=())
 def _backward_op(grad: Tensor, node: Tensor, edge: Tensor, w1: Tensor, b1: Tensor, w2: Tensor,
                  b2: Tensor, w3: Tensor, b3: Tensor, mask: Optional[Tensor], backend: str) -> List[Tensor]:
-    impl = registry.resolve(OP, backend, (node, edge)).ops[OP]
+    impl = registry.resolve(OP, backend, (node, edge, w1, b1, w2, b2, w3, b3)).ops[OP]
     return list(impl.backward(grad.contiguous(), node, edge, w1, b1, w2, b2, w3, b3, mask))
 
 

@@ -1,0 +1,224 @@
+"""The three ops on a GPU: the `triton` (and `cuda`, when built) backends against plain
+PyTorch. Skipped without CUDA.
+
+Implementations (float32, CUDA tensors):
+  naive      the formula as first written (MPNN: concatenate every pair and run the MLP;
+             EP: torch.linalg.inv; AMP: complex matmuls with |H|^2 formed twice)
+  careful    hand-optimised eager PyTorch (MPNN: first layer split per node, sum before
+             layer 3; EP: Cholesky + triangular solves; AMP: |H|^2 once, batched matvecs)
+  compiled   torch.compile(careful, mode="max-autotune")
+  linalg     EP only: torch.linalg.cholesky_ex + torch.cholesky_solve + torch.cholesky_inverse
+  reference  backend="reference" (the package's pure-PyTorch op)
+  triton     backend="triton";  cuda: backend="cuda" when that backend can serve the op
+Passes: "fwd" (forward only) and "fwd+bwd" (forward, then backward of a sum of squares).
+Every implementation's forward answer is checked against the reference once before
+timing; torch.cuda.synchronize() runs inside the timed function. extra_info records
+TFLOP/s (useful flops, formulas in *_flops) and GB/s of the minimum traffic (each input
+read once, each output written once), both for the forward and scaled x3 / x2 for fwd+bwd.
+
+Shapes (the foundation's): MPNN S1 B1024 N16 H128/64, S2 B256 N64 H16/8, S3 B32 N256
+H64/32 (F=16, E=2, Fo=16 as in the CPU benchmark); EP B4096 K16 and B1024 K64; AMP
+B256 64x64 and B16 1024x1024.
+
+Run: pytest bench/bench_gpu.py --benchmark-only --benchmark-json bench/results/gpu.json
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    pytest.skip("no CUDA device: the GPU benchmarks need one", allow_module_level=True)
+
+from mimo_fast.ops import amp_step, ep_lmmse, mpnn_message_sum, registry  # noqa: E402
+
+DEV = torch.device("cuda")
+MPNN = {"S1": (1024, 16, 16, 2, 128, 64, 16), "S2": (256, 64, 8, 2, 16, 8, 8),
+        "S3": (32, 256, 16, 2, 64, 32, 16)}                # B, N, F, E, H1, H2, Fo
+EP = {"B4096-K16": (4096, 16), "B1024-K64": (1024, 64)}
+AMP = {"B256-64x64": (256, 64, 64), "B16-1024x1024": (16, 1024, 1024)}
+PASSES = ["fwd", "fwd+bwd"]
+
+
+def _gen(seed=0):
+    return torch.Generator(device=DEV).manual_seed(seed)
+
+
+def _backend_ok(op, tensors, name):
+    return registry.get_backend(name).refusal(op, tensors, explicit=True)
+
+
+# ------------------------------------------------------------------ mpnn_message_sum
+def mpnn_inputs(key):
+    B, N, F, E, H1, H2, Fo = MPNN[key]
+    g = _gen()
+    r = lambda *s, scale=1.0: torch.randn(*s, generator=g, device=DEV) * scale  # noqa: E731
+    return [r(B, N, F), r(B, N, N, E), r(H1, 2 * F + E, scale=(2 * F + E) ** -0.5), r(H1, scale=0.1),
+            r(H2, H1, scale=H1 ** -0.5), r(H2, scale=0.1), r(Fo, H2, scale=H2 ** -0.5), r(Fo, scale=0.1)]
+
+
+def mpnn_naive(node, edge, w1, b1, w2, b2, w3, b3):
+    B, N, F = node.shape
+    x = torch.cat([node[:, :, None].expand(B, N, N, F), node[:, None].expand(B, N, N, F), edge], -1)
+    m = torch.relu(torch.relu(x @ w1.T + b1) @ w2.T + b2) @ w3.T + b3
+    valid = ~torch.eye(N, dtype=torch.bool, device=node.device)
+    return (m * valid[None, :, :, None]).sum(2)
+
+
+def mpnn_careful(node, edge, w1, b1, w2, b2, w3, b3):
+    B, N, F = node.shape
+    recv = node @ w1[:, :F].T + b1
+    send = node @ w1[:, F:2 * F].T
+    h1 = torch.relu(recv[:, :, None] + send[:, None] + edge @ w1[:, 2 * F:].T)
+    h2 = torch.relu(h1 @ w2.T + b2)
+    valid = (~torch.eye(N, dtype=torch.bool, device=node.device)).to(node.dtype)
+    return torch.einsum("bnjh,nj->bnh", h2, valid) @ w3.T + (N - 1) * b3
+
+
+def mpnn_flops_bytes(key):
+    B, N, F, E, H1, H2, Fo = MPNN[key]
+    pairs = B * N * (N - 1)
+    flops = pairs * (2 * H1 * H2 + 2 * E * H1 + 2 * H1 + 2 * H2) + B * N * (4 * F * H1 + 2 * H2 * Fo)
+    return flops, 4 * (B * N * F + B * N * N * E + B * N * Fo)
+
+
+# ------------------------------------------------------------------ ep_lmmse
+def ep_inputs(key):
+    B, K = EP[key]
+    g = _gen()
+    Hm = torch.randn(B, K + 4, K, generator=g, device=DEV) / (K + 4) ** 0.5
+    return [Hm.mT @ Hm, torch.randn(B, K, generator=g, device=DEV),
+            torch.rand(B, K, generator=g, device=DEV) + 0.2, torch.randn(B, K, generator=g, device=DEV)]
+
+
+def _A(gram, lam):
+    return 0.5 * (gram + gram.mT) + torch.diag_embed(lam)
+
+
+def ep_naive(gram, rhs, lam, gam):
+    Ainv = torch.linalg.inv(_A(gram, lam))
+    return (Ainv @ (rhs + gam)[..., None])[..., 0], Ainv.diagonal(dim1=-2, dim2=-1)
+
+
+def ep_careful(gram, rhs, lam, gam):
+    Lc = torch.linalg.cholesky(_A(gram, lam))
+    eye = torch.eye(Lc.shape[-1], device=Lc.device, dtype=Lc.dtype).expand_as(Lc)
+    W = torch.linalg.solve_triangular(Lc, eye, upper=False)             # L^{-1}
+    mean = W.mT @ (W @ (rhs + gam)[..., None])
+    return mean[..., 0], W.square().sum(-2)
+
+
+def ep_linalg(gram, rhs, lam, gam):
+    Lc, _ = torch.linalg.cholesky_ex(_A(gram, lam))
+    mean = torch.cholesky_solve((rhs + gam)[..., None], Lc)[..., 0]
+    return mean, torch.cholesky_inverse(Lc).diagonal(dim1=-2, dim2=-1)
+
+
+def ep_flops_bytes(key):
+    B, K = EP[key]
+    return B * (2 * K**3 // 3 + 4 * K * K), 4 * B * (K * K + 5 * K)   # Cholesky + L^{-1} + products
+
+
+# ------------------------------------------------------------------ amp_step
+def amp_inputs(key):
+    B, M, N = AMP[key]
+    g = _gen()
+    c = lambda *s, scale=1.0: torch.complex(torch.randn(*s, generator=g, device=DEV),  # noqa: E731
+                                            torch.randn(*s, generator=g, device=DEV)) * scale
+    return [c(B, M, N, scale=(2 * M) ** -0.5), c(B, M), c(B, N, scale=0.7),
+            torch.rand(B, N, generator=g, device=DEV) * 0.5 + 0.05, c(B, M),
+            torch.rand(B, M, generator=g, device=DEV) * 0.5, torch.rand(B, generator=g, device=DEV) * 0.3 + 0.05]
+
+
+def amp_naive(H, y, x, v, z_prev, V_prev, noise_var):
+    s2 = noise_var[:, None]
+    V = (H.abs() ** 2 @ v[..., None])[..., 0]
+    z = (H @ x[..., None])[..., 0] - V * (y - z_prev) / (s2 + V_prev)
+    w = 1 / (s2 + V)
+    Sigma = 1 / ((H.abs() ** 2).mT @ w[..., None])[..., 0]
+    r = x + Sigma * (H.mH @ ((y - z) * w)[..., None])[..., 0]
+    return r, Sigma, z, V
+
+
+def amp_careful(H, y, x, v, z_prev, V_prev, noise_var):
+    H2 = H.real.square() + H.imag.square()
+    s2 = noise_var[:, None]
+    V = torch.einsum("bmn,bn->bm", H2, v)
+    z = torch.einsum("bmn,bn->bm", H, x) - V * (y - z_prev) / (s2 + V_prev)
+    w = 1 / (s2 + V)
+    Sigma = 1 / torch.einsum("bmn,bm->bn", H2, w)
+    return x + Sigma * torch.einsum("bmn,bm->bn", H.conj(), (y - z) * w), Sigma, z, V
+
+
+def amp_flops_bytes(key):
+    B, M, N = AMP[key]
+    return 23 * B * M * N, 8 * B * M * N + 8 * B * (5 * M + 4 * N)   # H read once
+
+
+# ------------------------------------------------------------------ shared
+OPS = {
+    "mpnn": (MPNN, mpnn_inputs, mpnn_message_sum, "mpnn_message_sum", mpnn_naive, mpnn_careful, None, mpnn_flops_bytes),
+    "ep": (EP, ep_inputs, ep_lmmse, "ep_lmmse", ep_naive, ep_careful, ep_linalg, ep_flops_bytes),
+    "amp": (AMP, amp_inputs, amp_step, "amp_step", amp_naive, amp_careful, None, amp_flops_bytes),
+}
+IMPLS = ["naive", "careful", "compiled", "linalg", "reference", "triton", "cuda"]
+_COMPILED = {}
+
+
+def _impl(op, name):
+    shapes, _, fn, opname, naive, careful, linalg, _ = OPS[op]
+    if name == "naive":
+        return naive
+    if name == "careful":
+        return careful
+    if name == "compiled":
+        if op not in _COMPILED:
+            _COMPILED[op] = torch.compile(careful, mode="max-autotune", dynamic=False)
+        return _COMPILED[op]
+    if name == "linalg":
+        return linalg
+    return lambda *a: fn(*a, backend=name)
+
+
+def _sq_sum(out):
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    return sum((o.abs() if o.is_complex() else o).square().sum() for o in outs)
+
+
+CASES = [(op, key, impl, p) for op, spec in OPS.items() for key in spec[0] for impl in IMPLS for p in PASSES
+         if not (impl == "linalg" and spec[6] is None)]
+
+
+@pytest.mark.parametrize("op,key,impl,pass_", CASES, ids=["-".join(c) for c in CASES])
+def test_gpu(benchmark, op, key, impl, pass_):
+    shapes, make, fn, opname, *_, flops_bytes = OPS[op]
+    args = make(key)
+    if impl in ("triton", "cuda"):
+        why = _backend_ok(opname, tuple(args), impl)
+        if why:
+            pytest.skip(f"{impl}: {why}")
+    f = _impl(op, impl)
+    want = fn(*args, backend="reference")
+    got = f(*args)
+    for a, b in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
+        torch.testing.assert_close(a, b, rtol=2e-3, atol=2e-3 * max(1.0, float(b.abs().max())))
+    if pass_ == "fwd+bwd":
+        leaves = [a.detach().requires_grad_() if (a.is_floating_point() or a.is_complex()) else a for a in args]
+
+        def run():
+            grads = torch.autograd.grad(_sq_sum(f(*leaves)), leaves)
+            torch.cuda.synchronize()
+            return grads
+    else:
+        def run():
+            out = f(*args)
+            torch.cuda.synchronize()
+            return out
+    run()                                                  # warm-up (compilation, autotuning)
+    benchmark.pedantic(run, rounds=10, iterations=1, warmup_rounds=2)
+    flops, nbytes = flops_bytes(key)
+    scale = (3, 2) if pass_ == "fwd+bwd" else (1, 1)
+    best = benchmark.stats.stats.min
+    benchmark.extra_info.update(
+        tflops=scale[0] * flops / best / 1e12, gbps=scale[1] * nbytes / best / 1e9,
+        flops=scale[0] * flops, bytes=scale[1] * nbytes, gpu=torch.cuda.get_device_name(), shape=key)
