@@ -31,6 +31,8 @@ if not torch.cuda.is_available():
     pytest.skip("no CUDA device: the GPU benchmarks need one", allow_module_level=True)
 
 from mimo_fast.ops import amp_step, ep_lmmse, mpnn_message_sum, registry  # noqa: E402
+from mimo_fast.bench.baselines import (amp_eager, amp_naive, ep_inv, ep_linalg, ep_triangular,  # noqa: E402
+                                     mpnn_careful, mpnn_naive)
 
 DEV = torch.device("cuda")
 MPNN = {"S1": (1024, 16, 16, 2, 128, 64, 16), "S2": (256, 64, 8, 2, 16, 8, 8),
@@ -57,22 +59,8 @@ def mpnn_inputs(key):
             r(H2, H1, scale=H1 ** -0.5), r(H2, scale=0.1), r(Fo, H2, scale=H2 ** -0.5), r(Fo, scale=0.1)]
 
 
-def mpnn_naive(node, edge, w1, b1, w2, b2, w3, b3):
-    B, N, F = node.shape
-    x = torch.cat([node[:, :, None].expand(B, N, N, F), node[:, None].expand(B, N, N, F), edge], -1)
-    m = torch.relu(torch.relu(x @ w1.T + b1) @ w2.T + b2) @ w3.T + b3
-    valid = ~torch.eye(N, dtype=torch.bool, device=node.device)
-    return (m * valid[None, :, :, None]).sum(2)
 
 
-def mpnn_careful(node, edge, w1, b1, w2, b2, w3, b3):
-    B, N, F = node.shape
-    recv = node @ w1[:, :F].T + b1
-    send = node @ w1[:, F:2 * F].T
-    h1 = torch.relu(recv[:, :, None] + send[:, None] + edge @ w1[:, 2 * F:].T)
-    h2 = torch.relu(h1 @ w2.T + b2)
-    valid = (~torch.eye(N, dtype=torch.bool, device=node.device)).to(node.dtype)
-    return torch.einsum("bnjh,nj->bnh", h2, valid) @ w3.T + (N - 1) * b3
 
 
 def mpnn_flops_bytes(key):
@@ -91,27 +79,12 @@ def ep_inputs(key):
             torch.rand(B, K, generator=g, device=DEV) + 0.2, torch.randn(B, K, generator=g, device=DEV)]
 
 
-def _A(gram, lam):
-    return 0.5 * (gram + gram.mT) + torch.diag_embed(lam)
 
 
-def ep_naive(gram, rhs, lam, gam):
-    Ainv = torch.linalg.inv(_A(gram, lam))
-    return (Ainv @ (rhs + gam)[..., None])[..., 0], Ainv.diagonal(dim1=-2, dim2=-1)
 
 
-def ep_careful(gram, rhs, lam, gam):
-    Lc = torch.linalg.cholesky(_A(gram, lam))
-    eye = torch.eye(Lc.shape[-1], device=Lc.device, dtype=Lc.dtype).expand_as(Lc)
-    W = torch.linalg.solve_triangular(Lc, eye, upper=False)             # L^{-1}
-    mean = W.mT @ (W @ (rhs + gam)[..., None])
-    return mean[..., 0], W.square().sum(-2)
 
 
-def ep_linalg(gram, rhs, lam, gam):
-    Lc, _ = torch.linalg.cholesky_ex(_A(gram, lam))
-    mean = torch.cholesky_solve((rhs + gam)[..., None], Lc)[..., 0]
-    return mean, torch.cholesky_inverse(Lc).diagonal(dim1=-2, dim2=-1)
 
 
 def ep_flops_bytes(key):
@@ -130,24 +103,8 @@ def amp_inputs(key):
             torch.rand(B, M, generator=g, device=DEV) * 0.5, torch.rand(B, generator=g, device=DEV) * 0.3 + 0.05]
 
 
-def amp_naive(H, y, x, v, z_prev, V_prev, noise_var):
-    s2 = noise_var[:, None]
-    V = (H.abs() ** 2 @ v[..., None])[..., 0]
-    z = (H @ x[..., None])[..., 0] - V * (y - z_prev) / (s2 + V_prev)
-    w = 1 / (s2 + V)
-    Sigma = 1 / ((H.abs() ** 2).mT @ w[..., None])[..., 0]
-    r = x + Sigma * (H.mH @ ((y - z) * w)[..., None])[..., 0]
-    return r, Sigma, z, V
 
 
-def amp_careful(H, y, x, v, z_prev, V_prev, noise_var):
-    H2 = H.real.square() + H.imag.square()
-    s2 = noise_var[:, None]
-    V = torch.einsum("bmn,bn->bm", H2, v)
-    z = torch.einsum("bmn,bn->bm", H, x) - V * (y - z_prev) / (s2 + V_prev)
-    w = 1 / (s2 + V)
-    Sigma = 1 / torch.einsum("bmn,bm->bn", H2, w)
-    return x + Sigma * torch.einsum("bmn,bm->bn", H.conj(), (y - z) * w), Sigma, z, V
 
 
 def amp_flops_bytes(key):
@@ -158,8 +115,8 @@ def amp_flops_bytes(key):
 # ------------------------------------------------------------------ shared
 OPS = {
     "mpnn": (MPNN, mpnn_inputs, mpnn_message_sum, "mpnn_message_sum", mpnn_naive, mpnn_careful, None, mpnn_flops_bytes),
-    "ep": (EP, ep_inputs, ep_lmmse, "ep_lmmse", ep_naive, ep_careful, ep_linalg, ep_flops_bytes),
-    "amp": (AMP, amp_inputs, amp_step, "amp_step", amp_naive, amp_careful, None, amp_flops_bytes),
+    "ep": (EP, ep_inputs, ep_lmmse, "ep_lmmse", ep_inv, ep_triangular, ep_linalg, ep_flops_bytes),
+    "amp": (AMP, amp_inputs, amp_step, "amp_step", amp_naive, amp_eager, None, amp_flops_bytes),
 }
 IMPLS = ["naive", "careful", "compiled", "linalg", "reference", "triton", "cuda"]
 _COMPILED = {}

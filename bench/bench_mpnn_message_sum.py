@@ -32,6 +32,7 @@ import tempfile
 import pytest
 import torch
 
+from mimo_fast.bench.baselines import mpnn_careful as careful, mpnn_naive as naive
 from mimo_fast.ops import mpnn_message_sum
 from mimo_fast.ops.reference import mpnn_message_sum as ref
 
@@ -51,23 +52,8 @@ def make_inputs(shape, seed=0):
             r(H2, H1, scale=H1 ** -0.5), r(H2, scale=0.1), r(Fo, H2, scale=H2 ** -0.5), r(Fo, scale=0.1)]
 
 
-def naive(node, edge, w1, b1, w2, b2, w3, b3):
-    B, N, F = node.shape
-    x = torch.cat([node[:, :, None].expand(B, N, N, F), node[:, None].expand(B, N, N, F), edge], -1)
-    m = torch.relu(torch.relu(x @ w1.T + b1) @ w2.T + b2) @ w3.T + b3
-    valid = ~torch.eye(N, dtype=torch.bool, device=node.device)
-    return (m * valid[None, :, :, None]).sum(2)
 
 
-def careful(node, edge, w1, b1, w2, b2, w3, b3):
-    B, N, F = node.shape
-    recv = node @ w1[:, :F].T + b1
-    send = node @ w1[:, F:2 * F].T
-    h1 = torch.relu(recv[:, :, None] + send[:, None] + edge @ w1[:, 2 * F:].T)
-    h2 = torch.relu(h1 @ w2.T + b2)
-    valid = (~torch.eye(N, dtype=torch.bool, device=node.device)).to(node.dtype)
-    s = torch.einsum("bnjh,nj->bnh", h2, valid)
-    return s @ w3.T + (N - 1) * b3
 
 
 _compiled = torch.compile(careful, dynamic=False)

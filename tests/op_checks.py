@@ -91,6 +91,9 @@ def check_gradcheck(fn, sample: Sample, backend: str):
 
 
 def check_compile(fn, sample: Sample, backend: str):
+    # `loss` below is one code object for every sample and backend: without a reset,
+    # dynamo counts each (backend, dtype, shape) as a recompile and stops at its limit.
+    torch._dynamo.reset()
     idx = floating(sample.args)
 
     def loss(*xs):

@@ -4,7 +4,7 @@ import json
 
 from mimo_fast.bench import baselines, shapes
 from mimo_fast.cli import main
-from op_samples import ep_oracle, mpnn_oracle
+from op_samples import amp_oracle, ep_oracle, mpnn_oracle
 import torch
 
 
@@ -23,5 +23,10 @@ def test_baselines_agree_with_oracles():
     torch.testing.assert_close(baselines.mpnn_naive(*args), want)
     torch.testing.assert_close(baselines.mpnn_careful(*args), want)
     ep = shapes.ep_inputs(3, 5, dtype=torch.float64)
-    for got, w in zip(baselines.ep_linalg(*ep), ep_oracle(*ep)):
-        torch.testing.assert_close(got, w)
+    for f in (baselines.ep_linalg, baselines.ep_inv, baselines.ep_triangular):
+        for got, w in zip(f(*ep), ep_oracle(*ep)):
+            torch.testing.assert_close(got, w)
+    amp = shapes.amp_inputs(2, 6, 4, dtype=torch.float64)
+    for f in (baselines.amp_eager, baselines.amp_naive):
+        for got, w in zip(f(*amp), amp_oracle(*amp)):
+            torch.testing.assert_close(got, w)

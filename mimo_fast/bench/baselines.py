@@ -4,8 +4,11 @@
   one ``(B, N, N, 2F+E)`` tensor, run the MLP on it, mask, sum.
 * ``mpnn_careful``: the best plain form — first layer split into per-node projections,
   sum over senders before the last layer (still ``(B, N, N, H)`` activations).
-* ``ep_linalg``: ``torch.linalg.cholesky`` + ``cholesky_solve`` + ``cholesky_inverse``.
-* ``amp_eager``: eqs. (8a)-(8d) as tensor expressions.
+* ``ep_linalg``: ``torch.linalg.cholesky`` + ``cholesky_solve`` + ``cholesky_inverse``;
+  ``ep_inv``: an explicit ``torch.linalg.inv`` (what published EP code does);
+  ``ep_triangular``: Cholesky + one triangular inverse ``W = L^{-1}``, ``var = sum W^2``.
+* ``amp_eager``: eqs. (8a)-(8d) as tensor expressions (einsum, ``|H|^2`` from re/im);
+  ``amp_naive``: the same through ``H.abs() ** 2`` and batched matmuls.
 """
 from __future__ import annotations
 
@@ -44,6 +47,33 @@ def ep_linalg(gram, rhs, lam, gam):
     mean = torch.cholesky_solve((rhs + gam)[..., None], L)[..., 0]
     var = torch.cholesky_inverse(L).diagonal(dim1=-2, dim2=-1)
     return mean, var
+
+
+def _A(gram, lam):
+    return 0.5 * (gram + gram.mT) + torch.diag_embed(lam)
+
+
+def ep_inv(gram, rhs, lam, gam):
+    Ainv = torch.linalg.inv(_A(gram, lam))
+    return (Ainv @ (rhs + gam)[..., None])[..., 0], Ainv.diagonal(dim1=-2, dim2=-1)
+
+
+def ep_triangular(gram, rhs, lam, gam):
+    L = torch.linalg.cholesky(_A(gram, lam))
+    eye = torch.eye(L.shape[-1], device=L.device, dtype=L.dtype).expand_as(L)
+    W = torch.linalg.solve_triangular(L, eye, upper=False)             # L^{-1}
+    mean = W.mT @ (W @ (rhs + gam)[..., None])
+    return mean[..., 0], W.square().sum(-2)
+
+
+def amp_naive(H, y, x, v, z_prev, V_prev, noise_var):
+    s2 = noise_var[:, None]
+    V = (H.abs() ** 2 @ v[..., None])[..., 0]
+    z = (H @ x[..., None])[..., 0] - V * (y - z_prev) / (s2 + V_prev)
+    w = 1 / (s2 + V)
+    Sigma = 1 / ((H.abs() ** 2).mT @ w[..., None])[..., 0]
+    r = x + Sigma * (H.mH @ ((y - z) * w)[..., None])[..., 0]
+    return r, Sigma, z, V
 
 
 def amp_eager(H, y, x, v, z_prev, V_prev, noise_var):
