@@ -113,3 +113,16 @@ def test_kernel_threads_override_and_validation():
     assert num_threads() == default
     with pytest.raises(ValueError, match="positive int"):
         set_kernel_threads(0)
+
+
+def test_triton_not_chosen_automatically_until_gpu_validated():
+    from mimo_fast.ops.backends import TRITON, TRITON_GPU_VALIDATED
+
+    if TRITON.unavailable():
+        pytest.skip(TRITON.unavailable())
+    fake_cuda_like = (torch.empty(2, 3, 3, device="meta"),)
+    for op in registry.OP_NAMES:
+        reason = TRITON.refusal(op, fake_cuda_like, explicit=False)
+        if op in TRITON_GPU_VALIDATED:
+            continue
+        assert reason and "not yet been validated on a GPU" in reason

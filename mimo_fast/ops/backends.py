@@ -35,6 +35,14 @@ def _triton_reason() -> Optional[str]:
     return None
 
 
+#: Ops whose Triton kernels have passed the test suite on a real GPU. Until an op is
+#: listed, the automatic choice does not take its Triton kernel on CUDA tensors (it was
+#: verified only under the interpreter, which cannot show GPU numerics, atomics or launch
+#: limits); asking for backend="triton" by name still runs it. Add an op here in the same
+#: commit as the GPU test log that validates it.
+TRITON_GPU_VALIDATED: frozenset = frozenset()
+
+
 class _TritonBackend(Backend):
     """Triton serves CUDA tensors; CPU tensors only through its interpreter
     (TRITON_INTERPRET=1), and then only when asked for by name: it is for testing."""
@@ -43,6 +51,9 @@ class _TritonBackend(Backend):
         if tensors[0].device.type == "cpu" and explicit and self.unavailable() is None:
             if os.environ.get("TRITON_INTERPRET", "") != "1":
                 return "runs on CPU tensors only under the Triton interpreter (set TRITON_INTERPRET=1 before importing triton)"
+        if not explicit and op not in TRITON_GPU_VALIDATED and self.unavailable() is None:
+            return (f"its {op} kernel has not yet been validated on a GPU, so it is used only "
+                    "when asked for by name (backend='triton')")
         return super().refusal(op, tensors, explicit)
 
 
