@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from mimo_fast.comm import Constellation, as_constellation
+from mimo_fast.ops import validate
 
 LLR_METHODS = ("maxlog", "app")
 
@@ -144,6 +145,9 @@ class Detector(nn.Module):
             raise ValueError(f"{n}: y must have shape (B, Nr) = {(B, Nr)} to match H {tuple(H.shape)}, got {tuple(y.shape)}")
         if y.dtype != H.dtype:
             raise TypeError(f"{n}: y has dtype {y.dtype} but H has {H.dtype}; they must match")
+        # Scanned once here: the iterations below run the ops in trusted mode.
+        validate.finite("y", y, n)
+        validate.finite("H", H, n)
         if self.nr is not None and Nr != self.nr:
             raise ValueError(f"{n}: H has Nr={Nr} receive antennas but the detector was made with nr={self.nr}")
         if self.nt is not None and Nt > self.nt:
@@ -177,10 +181,13 @@ class Detector(nn.Module):
         removed from the problem, gets uniform logits and ``hard`` 0. ``llr`` in
         ``("maxlog", "app")`` also fills ``.llrs``."""
         nv = self._check(y, H, noise_var, mask)
-        if mask is None or bool(mask.all()):
-            logits, hard = self._detect(y, H, nv)
-        else:
-            logits, hard = self._masked(y, H, nv, mask)
+        # Inputs are validated: the ops need not rescan values derived from them each
+        # iteration (measured ~0.6 ms of ~1.6 ms per ep_lmmse call at B 4096, K 16).
+        with validate.trusted_inputs():
+            if mask is None or bool(mask.all()):
+                logits, hard = self._detect(y, H, nv)
+            else:
+                logits, hard = self._masked(y, H, nv, mask)
         if hard is None:
             hard = logits.argmax(-1)
         return DetectorOutput(logits, hard, self.constellation, llr)

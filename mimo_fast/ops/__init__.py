@@ -13,9 +13,10 @@ from mimo_fast.ops.ep_lmmse import NotPositiveDefiniteError, ep_lmmse, ep_lmmse_
 from mimo_fast.ops.mpnn_message_sum import mpnn_message_sum
 from mimo_fast.ops.registry import BackendFallbackWarning, BackendUnavailableError
 from mimo_fast.ops.threads import kernel_threads, set_kernel_threads
+from mimo_fast.ops.validate import trusted_inputs
 
 __all__ = [
     "amp_step", "ep_lmmse", "ep_lmmse_ex", "mpnn_message_sum", "registry",
     "NotPositiveDefiniteError", "BackendUnavailableError", "BackendFallbackWarning",
-    "kernel_threads", "set_kernel_threads",
+    "kernel_threads", "set_kernel_threads", "trusted_inputs",
 ]

@@ -7,8 +7,10 @@ tensors, before any kernel touches memory. Every error names the argument.
 """
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Optional, Sequence
+import threading
+from typing import Iterator, Optional, Sequence
 
 import torch
 
@@ -62,8 +64,26 @@ def positive_size(name: str, value: int, what: str, op: str) -> None:
         raise ValueError(f"{op}: {name} must have at least one {what}, got {value}")
 
 
+_TRUSTED = threading.local()
+
+
 def value_checks_enabled() -> bool:
+    if getattr(_TRUSTED, "depth", 0) > 0:
+        return False
     return os.environ.get(SKIP_ENV, "") not in ("1", "true", "yes")
+
+
+@contextlib.contextmanager
+def trusted_inputs() -> Iterator[None]:
+    """Skip the ops' value scans (NaN/inf, non-positive variances) inside the block, in
+    this thread. For callers that validated their own inputs once and then call an op
+    many times on values derived from them (a detector's iterations); shape, dtype and
+    device checks, and ep_lmmse's positive-definiteness error, stay on."""
+    _TRUSTED.depth = getattr(_TRUSTED, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _TRUSTED.depth -= 1
 
 
 def _index(flat: int, shape: torch.Size) -> tuple:
