@@ -138,6 +138,12 @@ def test_mpnn_message_sum(benchmark, sgemm_rate, shape, mode, impl):
     benchmark.group = f"mpnn_message_sum {shape} {mode}"
     benchmark.extra_info.update(shape=shape, mode=mode, impl=impl, sizes=dict(zip("B N F E H1 H2 Fo".split(), SHAPES[shape])),
                                 threads=torch.get_num_threads(), sgemm_gflops=round(sgemm_rate, 1))
+    if impl.startswith("cpu"):  # the kernel code path auto (or MIMO_FAST_CPU_ISA) runs for this shape
+        from mimo_fast import _ext
+        from mimo_fast.ops.cpu.mpnn_message_sum import isa_code
+        H1, H2 = SHAPES[shape][4:6]
+        code = _ext.C.mpnn_message_sum_choose_isa(0, isa_code(), H1, H2)
+        benchmark.extra_info.update(isa=_ext.C.mpnn_message_sum_isa(code))
     benchmark(run)
     med = benchmark.stats.stats.median
     gf = flops(shape, mode) / med / 1e9

@@ -19,7 +19,8 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 
     data = info.collect()
     machine_info["mimo_fast"] = {k: data[k] for k in ("mimo_fast", "torch", "torch_threads",
-                                                       "extension_cpu", "cpu_avx2_fma", "openmp_threads")}
+                                                       "extension_cpu", "cpu_avx2_fma", "cpu_avx512",
+                                                       "openmp_threads")}
     machine_info["mimo_fast"]["backends"] = {n: b["unavailable"] or "available" for n, b in data["backends"].items()}
     try:
         with open("/proc/cpuinfo") as f:

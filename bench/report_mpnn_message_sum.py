@@ -16,20 +16,22 @@ def main(*paths: str) -> None:
     data = runs[0]
     data["benchmarks"] = [b for r in runs for b in r["benchmarks"]]
     mi = data["machine_info"]
-    rows, mem = {}, {}
+    rows, mem, isas = {}, {}, {}
     for b in data["benchmarks"]:
         x = b["extra_info"]
         if "extra_peak_mib" in x:
             mem[x["impl"]] = x["extra_peak_mib"]
         elif "shape" in x:
             rows[(x["shape"], x["mode"], x["impl"])] = (b["stats"]["median"], x.get("gflops"), b["stats"]["rounds"])
+            if "isa" in x:
+                isas[x["shape"]] = x["isa"]
     sg = next((b["extra_info"].get("sgemm_gflops") for b in data["benchmarks"] if "sgemm_gflops" in b["extra_info"]), None)
     m = mi.get("mimo_fast", {})
     print("# mpnn_message_sum on the CPU: fused `cpu` backend vs plain PyTorch\n")
     print(f"- CPU: {mi.get('cpu_model')} ({mi.get('nproc')} cores, shared with other jobs: noisy), "
           f"torch threads {m.get('torch_threads')}, SGEMM (2048^3 torch.mm, best of 5) {sg} GFLOP/s")
     print(f"- torch {m.get('torch')}, mimo_fast {m.get('mimo_fast')}, Python {mi.get('python_version')}, "
-          f"AVX2/FMA {m.get('cpu_avx2_fma')}, date {data.get('datetime')}")
+          f"AVX2/FMA {m.get('cpu_avx2_fma')}, AVX-512 {m.get('cpu_avx512')}, date {data.get('datetime')}")
     print("- float32, no mask; median seconds of >= 3 rounds (pytest-benchmark, max-time 1 s, no warm-up "
           "rounds, one untimed call before for the answer check and compilation)")
     print("- `cpu` includes the op's input scans for non-finite values; `cpu-nocheck` sets "
@@ -40,6 +42,8 @@ def main(*paths: str) -> None:
             if not have:
                 continue
             print(f"\n## {shape} {'forward' if mode == 'fwd' else 'forward + backward'}\n")
+            if shape in isas:
+                print(f"`cpu` kernel code path: {isas[shape]}\n")
             print("| impl | median s | GFLOP/s | rounds | naive / impl | best plain PyTorch / impl |")
             print("|---|---|---|---|---|---|")
             naive = have.get("naive", (None,))[0]

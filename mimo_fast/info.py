@@ -29,6 +29,7 @@ def collect() -> dict:
     }
     if _ext.C is not None:
         data["cpu_avx2_fma"] = bool(_ext.C.cpu_has_avx2_fma())
+        data["cpu_avx512"] = bool(_ext.C.cpu_has_avx512_core())
         data["openmp_threads"] = int(_ext.C.openmp_max_threads())
     for name, b in sorted(registry.backends().items(), key=lambda kv: -kv[1].priority):
         entry = {"priority": b.priority, "devices": list(b.devices),
@@ -47,7 +48,7 @@ def format_info(data: dict) -> str:
         e = data["extension_cpu"]
         lines.append(f"CPU extension: built by {e['compiler']} ({e['build_type']}), baseline {e['baseline_isa']}, "
                      f"OpenMP {'on' if e['openmp'] else 'off'}; this CPU runs "
-                     f"{'AVX2/FMA' if data.get('cpu_avx2_fma') else 'portable'} paths, "
+                     f"{'AVX-512' if data.get('cpu_avx512') else 'AVX2/FMA' if data.get('cpu_avx2_fma') else 'portable'} paths, "
                      f"{data.get('openmp_threads')} OpenMP threads")
     else:
         lines.append(f"CPU extension: missing: {data['extension_cpu_reason']}")

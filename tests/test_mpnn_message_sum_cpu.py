@@ -1,7 +1,8 @@
 """The ``cpu`` backend of mpnn_message_sum against the reference: values and gradients on
 odd sizes that hit every SIMD tail (hidden sizes not a multiple of the vector width, N in
-1, 2, 3, 17), masks (including fully masked batch elements), both dtypes, both code
-paths (AVX2/FMA and the portable fallback), both work splits (whole batch elements per
+1, 2, 3, 17), masks (including fully masked batch elements), both dtypes, every code
+path (auto, and forced AVX-512, AVX2/FMA and the portable fallback; a path this CPU
+lacks is skipped with the reason), both work splits (whole batch elements per
 thread, and receivers split when the batch is smaller than the thread count).
 """
 from __future__ import annotations
@@ -20,7 +21,18 @@ from mimo_fast.ops.reference import mpnn_message_sum as ref
 CPU = registry.get_backend("cpu")
 pytestmark = pytest.mark.skipif(CPU.unavailable() is not None, reason=f"cpu backend off: {CPU.unavailable()}")
 
-ISAS = ["auto", "portable"]
+
+def _lacks(isa):
+    """Why this CPU cannot run a forced ISA (None when it can)."""
+    if isa == "avx2" and not _ext.C.cpu_has_avx2_fma():
+        return "CPU lacks AVX2/FMA"
+    if isa == "avx512" and not _ext.C.cpu_has_avx512_core():
+        return "CPU lacks AVX-512 F/VL/BW/DQ"
+    return None
+
+
+ISAS = [pytest.param(name, marks=pytest.mark.skipif(_lacks(name) is not None, reason=str(_lacks(name))))
+        for name in ("auto", "avx512", "avx2", "portable")]
 
 
 def make(B, N, F, E, H1, H2, Fo, dtype, mask_kind=None, seed=0):
@@ -133,11 +145,62 @@ def test_automatic_choice_is_cpu():
 
 def test_isa_report_and_bad_env(monkeypatch):
     assert _ext.C.mpnn_message_sum_isa(1) == "portable"
-    assert _ext.C.mpnn_message_sum_isa(0) == ("avx2" if _ext.C.cpu_has_avx2_fma() else "portable")
+    best = ("avx512" if _ext.C.cpu_has_avx512_core() else
+            "avx2" if _ext.C.cpu_has_avx2_fma() else "portable")
+    assert _ext.C.mpnn_message_sum_isa(0) == best
+    # padding multiple: the vector width in elements (at least 4)
+    widths = {"portable": 16, "avx2": 32, "avx512": 64}
+    for code, name in ((1, "portable"), (2, "avx2"), (3, "avx512")):
+        if _lacks(name) is None:
+            assert _ext.C.mpnn_message_sum_pad(0, code) == widths[name] // 4   # float32
+            assert _ext.C.mpnn_message_sum_pad(1, code) == max(widths[name] // 8, 4)  # float64
     monkeypatch.setenv("MIMO_FAST_CPU_ISA", "sse9")
     args, _ = make(1, 3, 2, 1, 4, 4, 1, torch.float32)
     with pytest.raises(ValueError, match="MIMO_FAST_CPU_ISA"):
         mpnn_message_sum(*args, backend="cpu")
+
+
+@pytest.mark.parametrize("name, code", [("avx2", 2), ("avx512", 3)])
+def test_forcing_an_isa_the_cpu_lacks_is_an_error(name, code, monkeypatch):
+    """A forced ISA this CPU cannot run raises (never a silent fallback to another path).
+    MIMO_FAST_CPU_DISABLE makes the op treat the CPU as lacking it, so this runs anywhere."""
+    args, _ = make(1, 3, 2, 1, 4, 4, 1, torch.float32)
+    monkeypatch.setenv("MIMO_FAST_CPU_DISABLE", name)
+    monkeypatch.setenv("MIMO_FAST_CPU_ISA", name)
+    with pytest.raises(ValueError, match=f"'{name}' requested but this CPU"):
+        _ext.C.mpnn_message_sum_isa(code)
+    with pytest.raises(ValueError, match=f"'{name}' requested but this CPU"):
+        mpnn_message_sum(*args, backend="cpu")
+
+
+def test_auto_falls_back_when_avx512_is_missing(monkeypatch):
+    """auto = the best available: without AVX-512 it runs avx2 (or portable), correctly."""
+    monkeypatch.setenv("MIMO_FAST_CPU_DISABLE", "avx512")
+    monkeypatch.delenv("MIMO_FAST_CPU_ISA", raising=False)
+    assert _ext.C.mpnn_message_sum_isa(0) == ("avx2" if _ext.C.cpu_has_avx2_fma() else "portable")
+    monkeypatch.setenv("MIMO_FAST_CPU_DISABLE", "avx2,avx512")
+    assert _ext.C.mpnn_message_sum_isa(0) == "portable"
+    args, mask = make(2, 5, 3, 2, 20, 9, 2, torch.float32, "random")
+    check(args, mask, torch.float32)
+
+
+def test_auto_choice_by_padding():
+    """auto keeps avx2 when avx512's wider pad inflates the layers (H 16/8), else avx512;
+    a forced ISA is kept whatever the sizes."""
+    choose = _ext.C.mpnn_message_sum_choose_isa
+    if _lacks("avx512") is None and _lacks("avx2") is None:
+        assert choose(0, 0, 128, 64) == 3 and choose(0, 0, 64, 32) == 3
+        assert choose(0, 0, 16, 8) == 2
+        assert choose(0, 3, 16, 8) == 3 and choose(0, 1, 128, 64) == 1
+    else:
+        assert choose(0, 0, 128, 64) == choose(0, 0, 16, 8)
+
+
+def test_unknown_isa_code_is_an_error():
+    with pytest.raises(ValueError, match="unknown isa code"):
+        _ext.C.mpnn_message_sum_isa(7)
+    with pytest.raises(ValueError, match="unknown isa code"):
+        _ext.C.mpnn_message_sum_pad(0, 7)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -39,6 +39,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("cpu_has_avx2_fma", &mimo_fast::cpu_has_avx2_fma,
         "True when this CPU runs the AVX2/FMA kernel paths.");
   m.def("cpu_has_avx512f", &mimo_fast::cpu_has_avx512f);
+  m.def("cpu_has_avx512_core", &mimo_fast::cpu_has_avx512_core,
+        "True when this CPU runs the AVX-512 (F/VL/BW/DQ + FMA) kernel paths (mpnn_message_sum).");
   m.def("openmp_max_threads", [] {
 #if MIMO_FAST_HAVE_OPENMP
     return omp_get_max_threads();

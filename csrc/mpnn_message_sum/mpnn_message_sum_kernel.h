@@ -1,10 +1,12 @@
 // mpnn_message_sum CPU kernel body, written once and compiled once per instruction set:
 // mpnn_message_sum.cpp includes this file inside namespace `portable` (baseline x86-64,
-// 16-byte vectors) and inside namespace `avx2` under target("avx2,fma") (32-byte
-// vectors). No includes and no include guard on purpose: everything here must be
+// 16-byte vectors), inside namespace `avx2` under target("avx2,fma") (32-byte vectors)
+// and inside namespace `avx512` under target("avx512f,avx512vl,avx512bw,avx512dq,fma")
+// (64-byte vectors). No includes and no include guard on purpose: everything here must be
 // defined inside the including namespace so that it gets that namespace's target.
-// The including namespace defines kBytes (vector width), kMR1/kMR2 (rows of the
-// pair x H2 micro-kernel for 1 and 2 column vectors), kMRw/kNVw (shape of the weight-
+// The including namespace defines kBytes (vector width), kMR1 (rows of the pair x H2
+// micro-kernel for 1 column vector), kMR2/kNV2 (rows and column vectors otherwise;
+// kMR2 divides kMR1, which divides the tile size), kMRw/kNVw (shape of the weight-
 // gradient micro-kernel), and the structs FwdArgs/BwdArgs live in the parent namespace.
 //
 // Formula: see mimo_fast/ops/mpnn_message_sum.py. Dimensions H1, H2 arrive padded
@@ -87,14 +89,15 @@ static inline void gemm(long M, long NVT, long K, const T* a, long ars, long aks
 }
 
 // The pair x H2 product (forward layer 2 and the backward's gp2 @ w2): M pairs, shape
-// chosen by the number of column vectors (one vector: taller tile, same register count).
+// chosen by the number of column vectors (one vector: taller tile, same register count;
+// else kMR2 x kNV2 with 2- and 1-vector tiles for the column remainder).
 template <typename T, typename Init, typename Epi>
 static inline void gemm_pairs(long M, long NVT, long K, const T* a, long lda, const T* b,
                               long ldb, Init init, Epi epi) {
   if (NVT == 1)
     gemm<T, kMR1, 1>(M, NVT, K, a, lda, 1, b, ldb, init, epi);
   else
-    gemm<T, kMR2, 2>(M, NVT, K, a, lda, 1, b, ldb, init, epi);
+    gemm<T, kMR2, kNV2>(M, NVT, K, a, lda, 1, b, ldb, init, epi);
 }
 
 // Next valid (receiver, sender) pairs of one batch element, receivers in [n, n1):

@@ -14,8 +14,11 @@ Split of the work (the design's "split w1, stream over j, sum before the last la
 
 Hidden sizes are zero-padded to the kernel's vector width (``_C.mpnn_message_sum_pad``):
 zero rows of w1/b1 give h1 = 0 in the pad, zero rows of w2/b2 give p2 = 0, so the pad
-never reaches the result. ``MIMO_FAST_CPU_ISA=portable|avx2`` forces a code path
-(default: the best this CPU runs), for testing the fallback.
+never reaches the result. ``MIMO_FAST_CPU_ISA=portable|avx2|avx512`` forces a code path
+(default ``auto``: the best this CPU runs: avx512, else avx2, else portable; avx2 over
+avx512 when padding to 16 floats would inflate small hidden layers, see
+``_C.mpnn_message_sum_choose_isa``), for testing each path; forcing one this CPU lacks
+raises ValueError.
 """
 from __future__ import annotations
 
@@ -30,13 +33,13 @@ from mimo_fast.ops.threads import num_threads
 
 OP = "mpnn_message_sum"
 ISA_ENV = "MIMO_FAST_CPU_ISA"
-_ISA_CODES = {"": 0, "auto": 0, "portable": 1, "avx2": 2}
+_ISA_CODES = {"": 0, "auto": 0, "portable": 1, "avx2": 2, "avx512": 3}
 
 
 def isa_code() -> int:
     value = os.environ.get(ISA_ENV, "").strip().lower()
     if value not in _ISA_CODES:
-        raise ValueError(f"{ISA_ENV}={value!r}: expected one of auto, portable, avx2")
+        raise ValueError(f"{ISA_ENV}={value!r}: expected one of auto, portable, avx2, avx512")
     return _ISA_CODES[value]
 
 
@@ -49,10 +52,11 @@ class _Prep:
 
     def __init__(self, node, edge, w1, b1, w2, b2, mask):
         C = _ext.C
-        self.isa = isa_code()
         self.code = _ext.DTYPE_CODES[str(node.dtype).removeprefix("torch.")]
         B, N, F = node.shape
         E, H1, H2 = edge.shape[-1], w1.shape[0], w2.shape[0]
+        # auto -> a concrete ISA for these sizes (avx512 unless its wider pad costs more)
+        self.isa = C.mpnn_message_sum_choose_isa(self.code, isa_code(), H1, H2)
         m = C.mpnn_message_sum_pad(self.code, self.isa)
         H1p, H2p = _round(H1, m), _round(H2, m)
         self.B, self.N, self.F, self.E, self.H1, self.H2, self.H1p, self.H2p = B, N, F, E, H1, H2, H1p, H2p
