@@ -12,6 +12,7 @@ namespace py = pybind11;
 
 namespace mimo_fast {
 void bind_common(py::module_& m);
+void bind_ep_detector(py::module_& m);
 void bind_mpnn_message_sum(py::module_& m);
 void bind_ep_lmmse(py::module_& m);
 void bind_amp_step(py::module_& m);
@@ -49,6 +50,7 @@ PYBIND11_MODULE(_C, m) {
 #endif
   });
   mimo_fast::bind_common(m);
+  mimo_fast::bind_ep_detector(m);
   mimo_fast::bind_mpnn_message_sum(m);
   mimo_fast::bind_ep_lmmse(m);
   mimo_fast::bind_amp_step(m);

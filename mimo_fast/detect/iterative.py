@@ -13,11 +13,13 @@ floored at ``min_noise_var`` (default 1e-6) because each divides by it.
 """
 from __future__ import annotations
 
+import os
 
 import torch
 
 from mimo_fast import ops
 from mimo_fast.comm import real_equivalent
+from mimo_fast.ops.threads import num_threads
 from mimo_fast.detect.base import Detector, gaussian_logits, pam_moments, qam_denoiser
 
 
@@ -123,6 +125,46 @@ class EP(Detector):
         side = torch.arange(2, device=device).repeat_interleave(Nt)                          # K -> re/im
         return lv[side], lp[side]                                                            # (2Nt, L)
 
+    def _iteration_torch(self, mu, Sigma, lam, gam, levels, log_prior, update: bool):
+        """Eqs. (7)-(10) after the LMMSE step; returns (x_obs, v_obs, lam, gam)."""
+        v_obs = (Sigma / (1 - Sigma * lam)).clamp_min(self.v_min)                     # (7b)
+        x_obs = v_obs * (mu / Sigma - gam)                                             # (7c)
+        if not update:
+            return x_obs, v_obs, lam, gam
+        x_hat, v_hat = pam_moments(x_obs, v_obs, levels, log_prior)                   # (8)
+        v_hat = v_hat.clamp_min(self.v_min)
+        lam_new = 1 / v_hat - 1 / v_obs                                                # (9a)
+        gam_new = x_hat / v_hat - x_obs / v_obs                                        # (9b)
+        neg = ~(lam_new > 0)                       # not a precision: keep the previous pair
+        lam_new = torch.where(neg, lam, lam_new)
+        gam_new = torch.where(neg, gam, gam_new)
+        eta = self.damping
+        return x_obs, v_obs, (1 - eta) * lam_new + eta * lam, (1 - eta) * gam_new + eta * gam  # (10)
+
+    def _use_fused(self, gram, lam, levels) -> bool:
+        """The C++ iteration (csrc/ep_detector/) serves CPU float32/64 when autograd is not
+        recording and the backend is not forced to 'reference' (which stays pure PyTorch)."""
+        from mimo_fast import _ext
+
+        forced = self.backend or os.environ.get("MIMO_FAST_BACKEND", "")
+        return (_ext.C is not None and gram.device.type == "cpu" and forced != "reference"
+                and not (torch.is_grad_enabled() and (gram.requires_grad or lam.requires_grad))
+                and levels.shape[-1] <= 64)
+
+    def _iteration_fused(self, mu, Sigma, lam, gam, levels, log_prior, update: bool):
+        """Same as :meth:`_iteration_torch`, one C++ pass; updates lam and gam in place."""
+        from mimo_fast import _ext
+
+        mu, Sigma = mu.contiguous(), Sigma.contiguous()
+        levels, log_prior = levels.contiguous(), log_prior.contiguous()
+        x_obs, v_obs = torch.empty_like(mu), torch.empty_like(mu)
+        B, K = mu.shape
+        _ext.C.ep_iteration(mu.data_ptr(), Sigma.data_ptr(), lam.data_ptr(), gam.data_ptr(),
+                            levels.data_ptr(), log_prior.data_ptr(), x_obs.data_ptr(), v_obs.data_ptr(),
+                            B, K, levels.shape[-1], self.damping, self.v_min, update,
+                            _ext.DTYPE_CODES[str(mu.dtype).removeprefix("torch.")], num_threads())
+        return x_obs, v_obs
+
     def _detect(self, y, H, noise_var):
         B, Nr, Nt = H.shape
         Hr, yr = real_equivalent(H, y)
@@ -135,22 +177,14 @@ class EP(Detector):
         lam = (1.0 / e_real if self.lam0 == "prior" else torch.full_like(e_real, float(self.lam0)))
         lam = lam.expand(B, 2 * Nt).clone()
         gam = torch.zeros(B, 2 * Nt, dtype=real, device=H.device)
-        eta = self.damping
+        fused = self._use_fused(gram, lam, levels)
         for t in range(self.iterations):
             mu, Sigma = ops.ep_lmmse(gram, rhs, lam, gam, backend=self.backend)          # (6)
-            v_obs = (Sigma / (1 - Sigma * lam)).clamp_min(self.v_min)                 # (7b)
-            x_obs = v_obs * (mu / Sigma - gam)                                         # (7c)
-            if t == self.iterations - 1:
-                break
-            x_hat, v_hat = pam_moments(x_obs, v_obs, levels, log_prior)               # (8)
-            v_hat = v_hat.clamp_min(self.v_min)
-            lam_new = 1 / v_hat - 1 / v_obs                                            # (9a)
-            gam_new = x_hat / v_hat - x_obs / v_obs                                    # (9b)
-            neg = lam_new <= 0                     # not a precision: keep the previous pair
-            lam_new = torch.where(neg, lam, lam_new)
-            gam_new = torch.where(neg, gam, gam_new)
-            lam = (1 - eta) * lam_new + eta * lam                                      # (10a)
-            gam = (1 - eta) * gam_new + eta * gam                                      # (10b)
+            last = t == self.iterations - 1
+            if fused:
+                x_obs, v_obs = self._iteration_fused(mu, Sigma, lam, gam, levels, log_prior, not last)
+            else:
+                x_obs, v_obs, lam, gam = self._iteration_torch(mu, Sigma, lam, gam, levels, log_prior, not last)
         pts = self.points(H)
         xo = torch.complex(x_obs[:, :Nt], x_obs[:, Nt:])
         # separable Gaussian over (Re, Im): write as two real terms
