@@ -51,8 +51,10 @@ def test_torch_path_when_autograd_records_or_reference_forced(monkeypatch):
     assert not det._use_fused(gram.detach(), torch.zeros(2), torch.zeros(2, 4))
 
 
-def test_kernel_rejects_bad_alphabet():
+def test_kernels_reject_bad_arguments():
     t = torch.zeros(1, 1)
-    with pytest.raises(ValueError, match="alphabet must have 1..64 levels"):
-        _ext.C.ep_iteration(t.data_ptr(), t.data_ptr(), t.data_ptr(), t.data_ptr(), t.data_ptr(),
-                            t.data_ptr(), t.data_ptr(), t.data_ptr(), 1, 1, 0, 0.7, 5e-7, True, 0, 1)
+    p = t.data_ptr()
+    with pytest.raises(ValueError, match="at least 1 level"):
+        _ext.C.ep_cavity(p, p, p, p, p, p, p, p, 0, 1, 1, 0, 5e-7, 0, 1)
+    with pytest.raises(ValueError, match="unsupported dtype"):
+        _ext.C.ep_update(p, p, p, p, p, p, 1, 1, 1, 0.7, 5e-7, 7, 1)

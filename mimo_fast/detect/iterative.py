@@ -149,20 +149,26 @@ class EP(Detector):
         forced = self.backend or os.environ.get("MIMO_FAST_BACKEND", "")
         return (_ext.C is not None and gram.device.type == "cpu" and forced != "reference"
                 and not (torch.is_grad_enabled() and (gram.requires_grad or lam.requires_grad))
-                and levels.shape[-1] <= 64)
+                and levels.shape[-1] >= 1)
 
     def _iteration_fused(self, mu, Sigma, lam, gam, levels, log_prior, update: bool):
-        """Same as :meth:`_iteration_torch`, one C++ pass; updates lam and gam in place."""
+        """Same as :meth:`_iteration_torch` in two C++ passes (csrc/ep_detector/) around one
+        vectorised torch exp; updates lam and gam in place."""
         from mimo_fast import _ext
 
         mu, Sigma = mu.contiguous(), Sigma.contiguous()
         levels, log_prior = levels.contiguous(), log_prior.contiguous()
+        (B, K), L = mu.shape, levels.shape[-1]
+        code, nt = _ext.DTYPE_CODES[str(mu.dtype).removeprefix("torch.")], num_threads()
         x_obs, v_obs = torch.empty_like(mu), torch.empty_like(mu)
-        B, K = mu.shape
-        _ext.C.ep_iteration(mu.data_ptr(), Sigma.data_ptr(), lam.data_ptr(), gam.data_ptr(),
-                            levels.data_ptr(), log_prior.data_ptr(), x_obs.data_ptr(), v_obs.data_ptr(),
-                            B, K, levels.shape[-1], self.damping, self.v_min, update,
-                            _ext.DTYPE_CODES[str(mu.dtype).removeprefix("torch.")], num_threads())
+        w = mu.new_empty(B, K, L) if update else None
+        _ext.C.ep_cavity(mu.data_ptr(), Sigma.data_ptr(), lam.data_ptr(), gam.data_ptr(),
+                         levels.data_ptr(), log_prior.data_ptr(), x_obs.data_ptr(), v_obs.data_ptr(),
+                         0 if w is None else w.data_ptr(), B, K, L, self.v_min, code, nt)
+        if update:
+            w.exp_()
+            _ext.C.ep_update(x_obs.data_ptr(), v_obs.data_ptr(), w.data_ptr(), levels.data_ptr(),
+                             lam.data_ptr(), gam.data_ptr(), B, K, L, self.damping, self.v_min, code, nt)
         return x_obs, v_obs
 
     def _detect(self, y, H, noise_var):
