@@ -1,13 +1,19 @@
 """Markdown table from bench_ep_detector's pytest-benchmark JSON.
 
-    python bench/report_ep_detector.py bench/results/ep_detector.json > bench/results/ep_detector.md
+    python bench/report_ep_detector.py bench/results/ep_detector.json [bench/results/ep_detector_sionna.json] \
+        > bench/results/ep_detector.md
+
+Several files merge (Sionna is run in its own process: after its benchmark ran, the next
+2-thread calls in the same process were measured ~40% slower, so it gets a process of its own).
 """
 import json
 import sys
 
 
-def main(path):
-    d = json.load(open(path))
+def main(*paths):
+    runs = [json.load(open(p)) for p in paths]
+    d = runs[0]
+    d["benchmarks"] = [b for r in runs for b in r["benchmarks"]]
     mi = d["machine_info"]
     mf = mi["mimo_fast"]
     rows = {}
@@ -17,7 +23,8 @@ def main(path):
     print(f"- machine: {mi.get('cpu_model')} ({mi.get('nproc')} cores), torch {mf['torch']}, {mf['torch_threads']} threads, "
           f"mimo_fast {mf['mimo_fast']}, {d['datetime']}")
     print("- B = 4096 vectors per call, 10 EP iterations, damping 0.7; medians after one untimed call; "
-          "`MIMO_BENCH_ROUNDS=9 pytest bench/bench_ep_detector.py --benchmark-only` in a venv with `sionna-no-rt` 2.2.0")
+          "`MIMO_BENCH_ROUNDS=9 pytest bench/bench_ep_detector.py --benchmark-only -k 'not sionna'`, then "
+          "`-k sionna` in a second process, in a venv with `sionna-no-rt` 2.2.0")
     print("- `torch-inv-ep`: the same EP (E2E paper eqs. 6-10, same moment-matching code) with `torch.linalg.inv` "
           "for the LMMSE step; `agree`: fraction of decisions equal to it. Sionna: speed only (its bit labelling differs).\n")
     print("| case | mimo_fast ep (ms) | vectors/s | inv EP (ms) | inv / ep | Sionna (ms) | Sionna / ep | SER (ep) | agree | rounds |")
@@ -31,4 +38,4 @@ def main(path):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])

@@ -58,3 +58,15 @@ def test_kernels_reject_bad_arguments():
         _ext.C.ep_cavity(p, p, p, p, p, p, p, p, 0, 1, 1, 0, 5e-7, 0, 1)
     with pytest.raises(ValueError, match="unsupported dtype"):
         _ext.C.ep_update(p, p, p, p, p, p, 1, 1, 1, 0.7, 5e-7, 7, 1)
+
+
+def test_real_gram_matches_the_real_equivalent_model():
+    from mimo_fast.comm import real_equivalent
+    from mimo_fast.detect.iterative import _real_gram
+
+    c, H, y, nv = _problem(5, 6, 4, 16, 10.0, torch.float64)
+    s2 = torch.rand(5, dtype=torch.float64) + 0.1
+    gram, rhs = _real_gram(H, y, s2)
+    Hr, yr = real_equivalent(H, y)
+    torch.testing.assert_close(gram, Hr.mT @ Hr / s2[:, None, None])
+    torch.testing.assert_close(rhs, (Hr.mT @ yr[..., None])[..., 0] / s2[:, None])
