@@ -23,7 +23,7 @@ def main(*paths):
     print(f"- machine: {mi.get('cpu_model')} ({mi.get('nproc')} cores), torch {mf['torch']}, {mf['torch_threads']} threads, "
           f"mimo_fast {mf['mimo_fast']}, {d['datetime']}")
     print("- B = 4096 vectors per call, 10 EP iterations, damping 0.7; medians after one untimed call; "
-          "`MIMO_BENCH_ROUNDS=9 pytest bench/bench_ep_detector.py --benchmark-only -k 'not sionna'`, then "
+          "`MIMO_BENCH_ROUNDS=<rounds> pytest bench/bench_ep_detector.py --benchmark-only -k 'not sionna'`, then "
           "`-k sionna` in a second process, in a venv with `sionna-no-rt` 2.2.0")
     print("- `torch-inv-ep`: the same EP (E2E paper eqs. 6-10, same moment-matching code) with `torch.linalg.inv` "
           "for the LMMSE step; `agree`: fraction of decisions equal to it. Sionna: speed only (its bit labelling differs).\n")
