@@ -18,7 +18,9 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     from mimo_fast import info
 
     data = info.collect()
-    machine_info["mimo_fast"] = {k: data[k] for k in ("mimo_fast", "torch", "torch_threads",
+    # .get: the CPU-feature keys exist only when the extension imported (a source-tree run
+    # of `python -m pytest bench/` does not have it)
+    machine_info["mimo_fast"] = {k: data.get(k) for k in ("mimo_fast", "torch", "torch_threads",
                                                        "extension_cpu", "cpu_avx2_fma", "cpu_avx512",
                                                        "openmp_threads")}
     machine_info["mimo_fast"]["backends"] = {n: b["unavailable"] or "available" for n, b in data["backends"].items()}
