@@ -25,10 +25,7 @@
 
 #include "common/cpu_features.h"
 #include "common/lanes.h"
-
-#if MIMO_FAST_HAVE_OPENMP
-#include <omp.h>
-#endif
+#include "common/parallel.h"
 
 namespace py = pybind11;
 
@@ -293,22 +290,9 @@ void bwd_sse_f64(const AmpArgs<double>& a, int64_t b, int64_t e) { backward_rang
 
 template <typename T>
 void run(void (*fn)(const AmpArgs<T>&, int64_t, int64_t), const AmpArgs<T>& a, int nthreads) {
-  // Dynamic chunks (batch elements, ~8 per thread) rather than one static
-  // range per thread: on a shared machine a descheduled thread then delays the call by one
-  // chunk, not by half the batch.
-  const int64_t units = a.B;
-  // Below ~128K elements of H (~0.1 ms on one core) a parallel region costs more than it saves.
-  const double work = static_cast<double>(a.B) * a.M * a.N;
-  const int nt = work < (1 << 17) ? 1 : static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, units)));
-  const int64_t chunk = std::max<int64_t>(1, units / (8 * nt));
-  const int64_t nchunks = (units + chunk - 1) / chunk;
-#if MIMO_FAST_HAVE_OPENMP
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
-#endif
-  for (int64_t c = 0; c < nchunks; ++c) {
-    const int64_t b = std::min(a.B, c * chunk * 1), e = std::min(a.B, (c + 1) * chunk * 1);
-    if (b < e) fn(a, b, e);
-  }
+  // Below ~128K elements of H (~0.1 ms on one core) one thread is faster.
+  parallel_batches(a.B, 1, static_cast<double>(a.B) * a.M * a.N, 1 << 17, nthreads,
+                   [&](int64_t b, int64_t e) { fn(a, b, e); });
 }
 
 template <typename T>

@@ -32,12 +32,9 @@
 
 #include "common/cpu_features.h"
 #include "common/lanes.h"
+#include "common/parallel.h"
 #include "ep_lmmse/lane_cholesky.h"
 #include "ep_lmmse/single_cholesky.h"
-
-#if MIMO_FAST_HAVE_OPENMP
-#include <omp.h>
-#endif
 
 namespace py = pybind11;
 
@@ -322,22 +319,10 @@ void bwd_sse_f64(const EpArgs<double>& a, int64_t b, int64_t e) { backward_range
 
 template <typename T>
 void run(void (*fn)(const EpArgs<T>&, int64_t, int64_t), const EpArgs<T>& a, int nthreads) {
-  // Dynamic chunks (whole groups of 8 matrices, ~8 per thread) rather than one static
-  // range per thread: on a shared machine a descheduled thread then delays the call by one
-  // chunk, not by half the batch.
-  const int64_t units = (a.B + 7) / 8;
-  // Below ~2M B*K^3 (~0.1 ms on one core) a parallel region costs more than it saves.
-  const double work = static_cast<double>(a.B) * a.K * a.K * a.K;
-  const int nt = work < (1 << 21) ? 1 : static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, units)));
-  const int64_t chunk = std::max<int64_t>(1, units / (8 * nt));
-  const int64_t nchunks = (units + chunk - 1) / chunk;
-#if MIMO_FAST_HAVE_OPENMP
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
-#endif
-  for (int64_t c = 0; c < nchunks; ++c) {
-    const int64_t b = std::min(a.B, c * chunk * 8), e = std::min(a.B, (c + 1) * chunk * 8);
-    if (b < e) fn(a, b, e);
-  }
+  // Chunks of whole groups of 8 matrices (the widest lane group); below ~2M B*K^3
+  // (~0.1 ms on one core) one thread is faster.
+  parallel_batches(a.B, 8, static_cast<double>(a.B) * a.K * a.K * a.K, 1 << 21, nthreads,
+                   [&](int64_t b, int64_t e) { fn(a, b, e); });
 }
 
 template <typename T>
