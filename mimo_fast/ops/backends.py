@@ -77,5 +77,7 @@ CUDA = register_backend(Backend(
 
 if _ext.C is not None:
     import mimo_fast.ops.cpu  # noqa: E402,F401  (registers the C++ kernels on CPU)
+if _ext.C_CUDA is not None:
+    import mimo_fast.ops.cuda  # noqa: E402,F401  (registers the CUDA kernels)
 if _triton_reason() is None:  # Triton kernels (guarded: a missing Triton only turns the backend off)
     from mimo_fast.ops import triton as _triton_kernels  # noqa: E402,F401
