@@ -1,0 +1,71 @@
+"""What every learned detector shares: its configuration, its training loss, native user
+masks, and weight files.
+
+A learned detector is a :class:`~mimo_fast.detect.base.Detector` whose constructor takes
+only JSON-serialisable keyword options (its *config*), so ``type(det)(constellation,
+nr=..., nt=..., **det.config())`` rebuilds it; the weights file stores that config next
+to the parameters (see :mod:`mimo_fast.detect.learned.weights`).
+
+Masks: the base class removes masked users by re-solving each distinct mask pattern;
+learned detectors instead take the mask natively (``_detect_masked``), so one batch can
+mix numbers of users and the computation is the same as for a smaller problem. The
+contract both paths keep: a masked user gets uniform logits and hard 0, and changes
+nothing for the others.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from mimo_fast.detect.base import Detector
+from mimo_fast.ops import validate
+
+
+class LearnedDetector(Detector):
+    """Base class of the trainable detectors.
+
+    Subclasses set ``name`` (the ``detect.make``/CLI name) and implement
+
+    * ``_detect_masked(y, H, noise_var, mask) -> (logits, hard_or_None)`` with ``mask``
+      ``(B, Nt)`` bool (all True when the caller gave none);
+    * ``training_loss(y, H, noise_var, x_idx, mask) -> Tensor`` (scalar): the paper's loss
+      given the transmitted point indices ``x_idx (B, Nt)`` (masked entries arbitrary);
+    * ``config() -> dict``: the constructor options that rebuild this model.
+    """
+
+    name = "learned"
+
+    def config(self) -> dict:
+        raise NotImplementedError
+
+    def training_loss(self, y: Tensor, H: Tensor, noise_var: Tensor, x_idx: Tensor,
+                      mask: Optional[Tensor] = None) -> Tensor:
+        raise NotImplementedError
+
+    def _detect_masked(self, y: Tensor, H: Tensor, noise_var: Tensor, mask: Tensor):
+        raise NotImplementedError
+
+    # The unmasked path is the masked one with every user present.
+    def _detect(self, y, H, noise_var):
+        mask = torch.ones(H.shape[0], H.shape[2], dtype=torch.bool, device=H.device)
+        return self._detect_masked(y, H, noise_var, mask)
+
+    def _masked(self, y, H, nv, mask):
+        logits, hard = self._detect_masked(y, H, nv, mask)
+        logits = logits.masked_fill(~mask[..., None], 0.0)
+        if hard is None:
+            hard = logits.argmax(-1)
+        return logits, hard.masked_fill(~mask, 0)
+
+    def checked(self, y, H, noise_var, mask=None):
+        """Validate like ``forward`` and return ``(noise_var (B,), mask (B, Nt))``: for
+        training code that calls ``training_loss`` directly."""
+        nv = self._check(y, H, noise_var, mask)
+        if mask is None:
+            mask = torch.ones(H.shape[0], H.shape[2], dtype=torch.bool, device=H.device)
+        return nv, mask
+
+
+__all__ = ["LearnedDetector", "validate"]
