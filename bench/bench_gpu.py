@@ -178,4 +178,42 @@ def test_gpu(benchmark, op, key, impl, pass_):
     best = benchmark.stats.stats.min
     benchmark.extra_info.update(
         tflops=scale[0] * flops / best / 1e12, gbps=scale[1] * nbytes / best / 1e9,
-        flops=scale[0] * flops, bytes=scale[1] * nbytes, gpu=torch.cuda.get_device_name(), shape=key)
+        flops=scale[0] * flops, bytes=scale[1] * nbytes, gpu=torch.cuda.get_device_name(), shape=key,
+        op=opname, impl=impl, mode=pass_)
+
+
+# ------------------------------------------------------------------ device peaks
+# What the kernels are measured against: the copy bandwidth (bytes read + written by a
+# device-to-device copy of 1 GiB) and the IEEE fp32 matmul rate (TF32 off, as the kernels
+# must keep fp32 accuracy), both measured here in the same run.
+def test_peak_copy(benchmark):
+    src = torch.empty(2**28, dtype=torch.float32, device=DEV).normal_()
+    dst = torch.empty_like(src)
+
+    def run():
+        dst.copy_(src)
+        torch.cuda.synchronize()
+    run()
+    benchmark.pedantic(run, rounds=10, iterations=1, warmup_rounds=2)
+    nbytes = 2 * src.numel() * 4
+    benchmark.extra_info.update(gbps=nbytes / benchmark.stats.stats.min / 1e9, bytes=nbytes,
+                                gpu=torch.cuda.get_device_name(), op="peak", impl="copy", mode="fwd", shape="1GiB")
+
+
+def test_peak_matmul_fp32(benchmark):
+    n = 8192
+    a, b = (torch.randn(n, n, device=DEV) for _ in range(2))
+    prev = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        def run():
+            c = a @ b
+            torch.cuda.synchronize()
+            return c
+        run()
+        benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=1)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = prev
+    benchmark.extra_info.update(tflops=2 * n**3 / benchmark.stats.stats.min / 1e12, flops=2 * n**3,
+                                gpu=torch.cuda.get_device_name(), op="peak", impl="matmul-fp32", mode="fwd",
+                                shape=f"{n}^3")
