@@ -12,7 +12,7 @@ set -uo pipefail
 what=${1:-all}; shift || true
 OUT=${OUT:-/tmp/mimo-fast-gpu}; mkdir -p "$OUT"
 PY=${PYTHON:-python3}
-BIN=$(dirname "$(readlink -f "$(command -v "$PY")")")
+BIN=$(dirname "$(command -v "$PY")")   # the venv's bin (no readlink: its python3 links out of it)
 export PYTHONUNBUFFERED=1 CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-16}
 start=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - start ))s] $*"; }
@@ -20,7 +20,7 @@ stamp() { echo "[$(( $(date +%s) - start ))s] $*"; }
 stamp "build"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv > "$OUT/nvidia-smi.txt" 2>&1
 "$PY" -m pip install --no-build-isolation --no-deps -v . > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
-"$PY" -m mimo_fast.info | tee "$OUT/info.txt"
+"$BIN/mimo-fast" info | tee "$OUT/info.txt"
 rc=0
 if [[ $what == tests || $what == all ]]; then
   stamp "tests"
