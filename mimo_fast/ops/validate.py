@@ -119,6 +119,40 @@ def finite(name: str, t: torch.Tensor, op: str) -> None:
         raise ValueError(f"{op}: {name} has a non-finite value ({t[idx].item()}) at index {idx}")
 
 
+def values(op: str, finite_args: Sequence, positive_args: Sequence = ()) -> None:
+    """One op call's value checks: every ``(name, t)`` in ``finite_args`` finite, then
+    every ``(name, t, strict)`` in ``positive_args`` > 0 (strict) or >= 0.
+
+    CPU tensors are scanned by the C++ helper. On a GPU each per-tensor scan would end in
+    its own device-to-host sync (an op with seven inputs paid about ten per call), so the
+    whole call is screened with one fused pass -- ``_foreach_norm`` (a NaN or inf makes
+    the 2-norm non-finite) and one ``amin`` per variance -- and a single sync; only when
+    the screen flags something (a real error, or a 2-norm that overflowed on huge finite
+    values) are the tensors scanned one by one, which raises with the name and index."""
+    dev = finite_args[0][1].device if finite_args else None
+    if dev is not None and dev.type != "cpu" and _screen_passes(finite_args, positive_args):
+        return
+    for name, t in finite_args:
+        finite(name, t, op)
+    for name, t, strict in positive_args:
+        positive(name, t, op, strict)
+
+
+def _screen_passes(finite_args, positive_args) -> bool:
+    reals = [torch.view_as_real(t) if t.is_complex() else t for _, t in finite_args if t.numel()]
+    flags = []
+    try:
+        norms = torch._foreach_norm(reals, 2) if reals else []
+    except (AttributeError, RuntimeError):   # private API: fall back to one sum per tensor
+        norms = [t.sum() for t in reals]
+    flags += [torch.isfinite(n.float()) for n in norms]
+    for _, t, strict in positive_args:
+        if t.numel():
+            m = t.amin()
+            flags.append(m > 0 if strict else m >= 0)
+    return not flags or bool(torch.stack(flags).all())
+
+
 def positive(name: str, t: torch.Tensor, op: str, strict: bool = True) -> None:
     """All entries > 0 (``strict``) or >= 0. Call after :func:`finite`."""
     bad = t <= 0 if strict else t < 0
