@@ -21,6 +21,7 @@ def _args(device, dtype=torch.float32):
 @pytest.mark.parametrize("device", DEVICES)
 def test_screen_passes_clean_inputs(device):
     x, z, v = _args(device)
+    assert V._screen_torch([("x", x), ("z", z), ("v", v)], [("v", v, True)])
     assert V._screen_passes([("x", x), ("z", z), ("v", v)], [("v", v, True)])
     assert V._screen_passes([("empty", x[:0])], [])
 
@@ -52,5 +53,17 @@ def test_screen_flags_variances(device):
 @pytest.mark.parametrize("device", DEVICES)
 def test_false_alarm_falls_back_to_exact_scan(device):
     huge = torch.full((8,), 3e38, dtype=torch.float32, device=device)   # finite; its 2-norm overflows
-    assert not V._screen_passes([("huge", huge)], [])
+    assert not V._screen_torch([("huge", huge)], [])
+    assert V._screen_passes([("huge", huge)], []) == (device == "cuda" and V._ext.C_CUDA is not None)
     V.values("op", [("huge", huge)])                                  # the exact scan passes it
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: the CUDA screen kernel")
+def test_cuda_screen_kernel_matches_torch_screen():
+    x, z, v = _args("cuda")
+    args = [("x", x), ("z", z), ("v", v)]
+    assert V._screen_kernel(args, [("v", v, True)]) is True
+    v[0] = -1.0
+    assert V._screen_kernel(args, [("v", v, True)]) is False
+    assert V._screen_kernel(args, [("v", v, True)]) == V._screen_torch(args, [("v", v, True)])
+    assert V._screen_kernel([("xt", x.t())], []) is None          # non-contiguous: torch path

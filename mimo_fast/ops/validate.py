@@ -139,6 +139,11 @@ def values(op: str, finite_args: Sequence, positive_args: Sequence = ()) -> None
 
 
 def _screen_passes(finite_args, positive_args) -> bool:
+    fast = _screen_kernel(finite_args, positive_args)
+    return _screen_torch(finite_args, positive_args) if fast is None else fast
+
+
+def _screen_torch(finite_args, positive_args) -> bool:
     reals = [torch.view_as_real(t) if t.is_complex() else t for _, t in finite_args if t.numel()]
     flags = []
     try:
@@ -151,6 +156,38 @@ def _screen_passes(finite_args, positive_args) -> bool:
             m = t.amin()
             flags.append(m > 0 if strict else m >= 0)
     return not flags or bool(torch.stack(flags).all())
+
+
+def _screen_kernel(finite_args, positive_args) -> Optional[bool]:
+    """The screen as one CUDA launch (csrc/common/screen_values.cu) when the CUDA
+    extension is there and the tensors are contiguous CUDA tensors of one real dtype;
+    None when it cannot be used (then the torch screen runs)."""
+    ext = _ext.C_CUDA
+    if ext is None or not hasattr(ext, "screen_values"):
+        return None
+    kinds = {id(t): (1 if strict else 2) for _, t, strict in positive_args}
+    reals, kind_list = [], []
+    for _, t in finite_args:
+        if t.numel() == 0:
+            continue
+        r = torch.view_as_real(t) if t.is_complex() else t
+        if r.device.type != "cuda" or not r.is_contiguous():
+            return None
+        reals.append(r)
+        kind_list.append(kinds.get(id(t), 0))
+    if not reals:
+        return True
+    code = _ext.DTYPE_CODES.get(str(reals[0].dtype).split(".")[-1])
+    if code is None or any(r.dtype != reals[0].dtype or r.device != reals[0].device for r in reals):
+        return None
+    if len(positive_args) and any(id(t) not in {id(a) for _, a in finite_args} for _, t, _ in positive_args):
+        return None      # a variance not also screened for finiteness: keep the general path
+    flags = torch.zeros(len(reals), dtype=torch.int32, device=reals[0].device)
+    stream = torch.cuda.current_stream(reals[0].device).cuda_stream
+    with torch.cuda.device(reals[0].device):
+        ext.screen_values([r.data_ptr() for r in reals], [r.numel() for r in reals], kind_list,
+                          code, flags.data_ptr(), stream)
+    return not bool(flags.cpu().any())      # the one sync: a 64-byte copy, no extra kernel
 
 
 def positive(name: str, t: torch.Tensor, op: str, strict: bool = True) -> None:
