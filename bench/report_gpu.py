@@ -32,7 +32,7 @@ def main(path):
         print(f"- measured fp32 matmul (TF32 off): {peaks['matmul-fp32']['tflops']:.1f} TFLOP/s")
     print("- cells: median ms; rate: TFLOP/s and GB/s of the fastest round (useful flops, "
           "minimum traffic: each input read once, each output written once)\n")
-    impls = ["naive", "careful", "compiled", "linalg", "reference", "triton", "cuda"]
+    impls = ["naive", "careful", "compiled", "linalg", "reference", "triton", "cuda", "triton-checked", "cuda-checked"]
     for op in sorted({k[0] for k in rows}):
         keys = [k for k in rows if k[0] == op]
         present = [i for i in impls if any(i in rows[k] for k in keys)]
