@@ -12,6 +12,7 @@ from torch import nn
 
 from mimo_fast.detect.base import Detector, DetectorOutput, bit_llrs
 from mimo_fast.detect.iterative import AMP, EP, OAMP
+from mimo_fast.detect.learned.oampnet import OAMPNet, OAMPNet2
 from mimo_fast.detect.linear import LMMSE, MF, VBLAST, ZF
 from mimo_fast.detect.tree import ML, KBest, Sphere
 
@@ -19,9 +20,10 @@ from mimo_fast.detect.tree import ML, KBest, Sphere
 REGISTRY: dict = {
     "mf": MF, "zf": ZF, "lmmse": LMMSE, "ml": ML, "sphere": Sphere, "kbest": KBest,
     "vblast": VBLAST, "amp": AMP, "oamp": OAMP, "ep": EP,
+    "oampnet": OAMPNet, "oampnet2": OAMPNet2,
 }
 #: learned detectors named by DESIGN.md that this version does not provide yet
-NOT_YET = ("oampnet", "oampnet2", "gnn", "gepnet", "ampgnn", "remimo", "e2e")
+NOT_YET = ("gnn", "gepnet", "ampgnn", "remimo", "e2e")
 NAMES = tuple(REGISTRY) + tuple(n for n in NOT_YET if n not in REGISTRY)
 
 
