@@ -1,5 +1,7 @@
 """OAMP-Net / OAMP-Net2: the formulas (against a direct solve-based implementation), OAMP
 at the initial parameters, equivariance under user permutation, native masks, the loss."""
+import json
+
 import pytest
 import torch
 
@@ -165,3 +167,24 @@ def test_weights_round_trip(tmp_path):
     assert back.config() == det.config() and back.layers == 3 and back.record == {"note": "test"}
     with torch.no_grad():
         assert torch.equal(back(y, H, nv).logits, det(y, H, nv).logits)
+
+
+def test_make_and_simulate_with_a_weights_file(tmp_path, capsys):
+    from mimo_fast import cli
+    c = comm.qam(4)
+    det = detect.make("oampnet", c, nr=4, nt=4, pretrained=False, layers=2)
+    assert isinstance(det, detect.REGISTRY["oampnet"]) and det.layers == 2
+    weights.save(det, tmp_path / "w.safetensors")
+    assert detect.make("oampnet", c, weights=tmp_path / "w.safetensors").layers == 2
+    with pytest.raises(weights.WeightsError, match="not 'oampnet2'"):
+        detect.make("oampnet2", c, weights=tmp_path / "w.safetensors")
+    with pytest.raises(weights.WeightsError, match="not qam16"):
+        detect.make("oampnet", comm.qam(16), weights=tmp_path / "w.safetensors")
+    with pytest.raises(weights.WeightsError, match="mimo-fast train oampnet"):
+        detect.make("oampnet", c, nr=3, nt=3)                  # nothing shipped for that
+    out = tmp_path / "ser.json"
+    rc = cli.main(["simulate", "--nr", "4", "--nt", "4", "--mod", "qam4", "--detector", "oampnet", "oamp",
+                   "--weights", str(tmp_path / "w.safetensors"), "--snr", "8", "--max-symbols", "800",
+                   "--batch", "100", "--no-progress", "--json", str(out)])
+    assert rc == 0
+    assert [r["detector"] for r in json.loads(out.read_text())["results"]] == ["oampnet", "oamp"]

@@ -135,32 +135,39 @@ def test_checkpoint_errors(tmp_path, capsys):
 
 
 def test_torchrun_two_processes_average_gradients(tmp_path):
-    """2 ranks (gloo), one step: the parameters equal one Adam step on the mean of the two
-    ranks' gradients, each rank on its own data; only rank 0 writes."""
+    """2 ranks (gloo), three steps: the parameters equal Adam on the mean of the two ranks'
+    gradients, each rank on its own data; the logged loss is the mean over ranks and steps;
+    only rank 0 prints and writes."""
     out = tmp_path / "dp"
-    steps = ["--steps", "1", "--val-every", "1", "--lr", "0.05"]
+    steps = ["--steps", "3", "--val-every", "3", "--lr", "0.05"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                         "-m", "mimo_fast.cli", "train", *ARGS, *steps, "--out", str(out)],
                        capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stderr.count("done: step 1") == 1                    # rank 0 prints
-    assert len((out / "log.jsonl").read_text().splitlines()) == 1
+    assert r.stderr.count("done: step 3") == 1
+    log = [json.loads(s) for s in (out / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 1
     got = params(out / "last.safetensors")
-    rec = weights.read(out / "last.safetensors")[1]["record"]
-    assert rec["world_size"] == 2
+    assert weights.read(out / "last.safetensors")[1]["record"]["world_size"] == 2
     assert len(torch.load(out / "last.state.pt", weights_only=True)["ranks"]) == 2
 
     model = REGISTRY["oampnet2"](comm.qam(4), nr=4, nt=4, layers=2)
     opt = torch.optim.Adam(model.parameters(), lr=0.05)
-    grads = []
-    for rank in (0, 1):
-        b = BatchGenerator(DATA, seed=5, rank=rank)(32)
-        model.zero_grad()
-        model.training_loss(b.y, b.H, b.noise_var, b.x_idx, b.mask).backward()
-        grads.append([p.grad.clone() for p in model.parameters()])
-    for p, g0, g1 in zip(model.parameters(), *grads):
-        p.grad = (g0 + g1) / 2
-    opt.step()
+    gens = [BatchGenerator(DATA, seed=5, rank=rank) for rank in (0, 1)]
+    losses = []
+    for _ in range(3):
+        grads = []
+        for gen in gens:
+            b = gen(32)
+            model.zero_grad()
+            loss = model.training_loss(b.y, b.H, b.noise_var, b.x_idx, b.mask)
+            loss.backward()
+            losses.append(float(loss.detach()))
+            grads.append([p.grad.clone() for p in model.parameters()])
+        for p, g0, g1 in zip(model.parameters(), *grads):
+            p.grad = (g0 + g1) / 2
+        opt.step()
     for name, p in model.named_parameters():
         assert torch.allclose(got[name], p.detach(), atol=1e-6), name
+    assert log[0]["loss"] == pytest.approx(sum(losses) / 6, rel=1e-6)
