@@ -188,3 +188,14 @@ def test_make_and_simulate_with_a_weights_file(tmp_path, capsys):
                    "--batch", "100", "--no-progress", "--json", str(out)])
     assert rc == 0
     assert [r["detector"] for r in json.loads(out.read_text())["results"]] == ["oampnet", "oamp"]
+
+
+def test_shipped_oampnet2_beats_oamp():
+    """The shipped 8x8 16-QAM weights load by name and improve on OAMP, their start point."""
+    det = detect.make("oampnet2", "qam16", nr=8, nt=8)
+    assert det.record["command"].startswith("mimo-fast train oampnet2") and det.record["wall_clock_s"] > 0
+    c, H, y, nv, idx = system(1000, 8, 8, 16, 25.0, seed=11, dtype=torch.complex64)
+    with torch.no_grad():
+        ser = float((det(y, H, nv).hard != idx).float().mean())
+    ser_oamp = float((detect.make("oamp", c)(y, H, nv).hard != idx).float().mean())
+    assert ser < 0.7 * ser_oamp, (ser, ser_oamp)
