@@ -10,8 +10,11 @@ from typing import Optional
 
 from torch import nn
 
+from mimo_fast.comm import as_constellation
 from mimo_fast.detect.base import Detector, DetectorOutput, bit_llrs
 from mimo_fast.detect.iterative import AMP, EP, OAMP
+from mimo_fast.detect.learned import LearnedDetector
+from mimo_fast.detect.learned.oampnet import OAMPNet, OAMPNet2
 from mimo_fast.detect.linear import LMMSE, MF, VBLAST, ZF
 from mimo_fast.detect.tree import ML, KBest, Sphere
 
@@ -19,9 +22,10 @@ from mimo_fast.detect.tree import ML, KBest, Sphere
 REGISTRY: dict = {
     "mf": MF, "zf": ZF, "lmmse": LMMSE, "ml": ML, "sphere": Sphere, "kbest": KBest,
     "vblast": VBLAST, "amp": AMP, "oamp": OAMP, "ep": EP,
+    "oampnet": OAMPNet, "oampnet2": OAMPNet2,
 }
 #: learned detectors named by DESIGN.md that this version does not provide yet
-NOT_YET = ("oampnet", "oampnet2", "gnn", "gepnet", "ampgnn", "remimo", "e2e")
+NOT_YET = ("gnn", "gepnet", "ampgnn", "remimo", "e2e")
 NAMES = tuple(REGISTRY) + tuple(n for n in NOT_YET if n not in REGISTRY)
 
 
@@ -34,11 +38,14 @@ def available() -> tuple:
 
 
 def make(name: str, constellation, *, nr: Optional[int] = None, nt: Optional[int] = None,
-         weights=None, **options) -> nn.Module:
+         weights=None, pretrained: bool = True, **options) -> nn.Module:
     """Build detector ``name`` for ``constellation`` (a Constellation, ``"qam16"`` or 16).
 
     ``options`` go to the detector (e.g. ``iterations``, ``damping`` for ep; ``k`` for
     kbest; ``backend`` for the op-based ones). Classical detectors take no ``weights``.
+    Learned detectors load ``weights`` (a file) or, when None, the shipped weights for
+    (name, nr, nt, constellation) (an error lists what is shipped); ``pretrained=False``
+    builds an untrained model instead (training code, tests).
     """
     if not isinstance(name, str):
         raise TypeError(f"name must be a str, got {type(name).__name__}")
@@ -49,9 +56,22 @@ def make(name: str, constellation, *, nr: Optional[int] = None, nt: Optional[int
                 f"detector {name!r} is a learned detector that is not available in this version of "
                 f"mimo_fast (a later release adds it); available: {', '.join(REGISTRY)}")
         raise ValueError(f"unknown detector name {name!r}; choose from {', '.join(NAMES)}")
+    cls = REGISTRY[key]
+    if issubclass(cls, LearnedDetector):
+        if not pretrained:
+            if weights is not None:
+                raise ValueError("weights: pass weights or pretrained=False, not both")
+            return cls(constellation, nr=nr, nt=nt, **options)
+        from mimo_fast.detect.learned import weights as files
+        c = as_constellation(constellation)
+        path = weights if weights is not None else files.find_shipped(key, nr, nt, c)
+        det = files.load(path, expect=key, **options)
+        if det.constellation.name != c.name:
+            raise files.WeightsError(f"weights: {str(path)!r} is for {det.constellation.name}, not {c.name}")
+        return det
     if weights is not None:
         raise ValueError(f"weights: detector {name!r} is classical and takes no weights")
-    return REGISTRY[key](constellation, nr=nr, nt=nt, **options)
+    return cls(constellation, nr=nr, nt=nt, **options)
 
 
 __all__ = ["make", "available", "REGISTRY", "NAMES", "NOT_YET", "Detector", "DetectorOutput",
