@@ -8,8 +8,8 @@
 //   rows_backward (row chain rule, g_H, column partials), cols_backward (g_x, g_v, g_noise).
 // Tile size: R = min(16, M) rows, fewer when R rows of N complex numbers (plus 8 reals a
 // row of scalars) exceed min(opt-in limit, 96 KiB) of shared memory; when not even one row
-// fits, the tile stays in global memory (read by both passes) and only the row scalars
-// are in shared memory. Rows blocks get clamp(next_pow2(N), 32, 256) threads.
+// fits (N in the tens of thousands), the tile stays in global memory (read by both passes,
+// the second mostly from L2) and only the row scalars are in shared memory. Rows blocks get clamp(next_pow2(N), 32, 256) threads.
 // Workspace (one buffer of reals, allocated by the caller; sizes from the config):
 //   forward:  pu (2 B tiles N), pq (B tiles N)
 //   backward: pu, z (2 B M), g_u (2 B N), then pq, V (B M), w (B M), g_q (B N), pn (B tiles)
@@ -79,9 +79,11 @@ Config make_config(int64_t B, int64_t M, int64_t N, int dtype, int64_t smem_opti
   if (smem_optin < 1) throw std::invalid_argument("amp_step: smem_optin must be the device's shared memory per block (bytes)");
   const int64_t isz = dtype == kFloat64 ? 8 : 4;
   Config c;
-  const int64_t fit = std::min(smem_optin, kTileBudget) / ((2 * N + 8) * isz);
+  const int64_t budget = std::min(smem_optin, kTileBudget);
+  const int64_t fit = budget / ((2 * N + 8) * isz);  // rows whose tile and scalars fit
   c.tile_in_smem = fit >= 1;
-  c.R = static_cast<int>(std::min<int64_t>(kMaxRows, c.tile_in_smem ? std::min(M, fit) : M));
+  const int64_t rows = c.tile_in_smem ? fit : std::max<int64_t>(1, budget / (8 * isz));
+  c.R = static_cast<int>(std::min<int64_t>({kMaxRows, M, rows}));
   c.smem_bytes = rows_smem_bytes(c.R, N, c.tile_in_smem, isz);
   int64_t p2 = 32;
   while (p2 < N && p2 < 256) p2 *= 2;
