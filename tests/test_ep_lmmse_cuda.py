@@ -242,3 +242,7 @@ def test_gpu_refuses_large_K_and_falls_back():
     assert reason and "K=256" in reason
     with pytest.raises(registry.BackendUnavailableError, match="K=256"):
         ops.ep_lmmse(*args, backend="cuda")
+    with pytest.warns(ops.BackendFallbackWarning, match="K=256"):
+        mean, var = ops.ep_lmmse(*args)
+    want = ref.forward(*args)
+    assert_close(mean, want[0], "cuda", torch.float64, "mean")
