@@ -7,11 +7,12 @@ Run on a machine with a CUDA GPU after `pip install --no-build-isolation .`:
     python gpu_check_ep_amp.py --quick    # fewer shapes, no timing
     python gpu_check_ep_amp.py --emulate  # dry run of this script on the CPU (host emulator, tiny cases)
 
-One line per case and output: the launch configuration used, the max abs error, the
-worst error relative to the backend tolerance (`ratio`, <= 1 passes: |got - want| <=
-atol * max(1, max|want|) + rtol * |want|, the tests' rule) and where the worst element is,
-so an index bug shows as its batch element / row / column. Failures are listed at the end
-and the exit status is 1. A CUDA error (e.g. an illegal address) stops the run at once
+One line per case: the launch configuration used and its worst output, i.e. the error
+relative to the backend tolerance (`ratio`, <= 1 passes: |got - want| <= atol * max(1,
+max|want|) + rtol * |want|, the tests' rule), the max abs error and where the worst element
+is. A failing output gets its own line with the values there, so an index bug shows as
+its batch element / row / column (--verbose: a line for every output). Each case is run
+twice and must give the same bits. Failures are listed at the end and the exit status is 1. A CUDA error (e.g. an illegal address) stops the run at once
 (the context is unusable after it); rerun with CUDA_LAUNCH_BLOCKING=1 to pin the kernel.
 """
 from __future__ import annotations
@@ -39,6 +40,8 @@ from mimo_fast.ops.reference import ep_lmmse as ep_ref  # noqa: E402
 FAILURES: list[str] = []
 DEV = torch.device("cuda")
 EMULATE = -1  # --emulate: 0, and DEV = cpu (the kernels run in the host block emulator)
+VERBOSE = False  # --verbose: a line for every output, not only each case's worst
+CASE: list = []  # (output, ratio, max_abs, where) of the current case
 
 
 def optin() -> int:
@@ -64,35 +67,39 @@ def tol(dtype):
 
 
 def compare(case: str, name: str, got: torch.Tensor, want: torch.Tensor, dtype) -> None:
-    """Print one output's errors; record a failure (values, NaN pattern, shape, dtype)."""
+    """Check one output (values, NaN pattern, shape). A failure is printed at once, in full;
+    a pass is kept for the case's one-line summary (every output with --verbose)."""
     rtol, atol = tol(dtype)
     label = f"{case:58s} {name:11s}"
+
+    def fail(msg):
+        FAILURES.append(f"{case} {name}: {msg}")
+        print(f"{label} FAIL {msg}")
+
     if got.shape != want.shape:
-        FAILURES.append(f"{case} {name}: shape {tuple(got.shape)} != {tuple(want.shape)}")
-        print(f"{label} FAIL shape {tuple(got.shape)} != {tuple(want.shape)}")
-        return
+        return fail(f"shape {tuple(got.shape)} != {tuple(want.shape)}")
     g = torch.view_as_real(got.detach()).double() if got.is_complex() else got.detach().double()
     w = torch.view_as_real(want.detach()).double() if want.is_complex() else want.detach().double()
     nan_g, nan_w = g.isnan(), w.isnan()
     if not torch.equal(nan_g, nan_w):
         bad = (nan_g != nan_w).nonzero()[0].tolist()
-        FAILURES.append(f"{case} {name}: NaN pattern differs (first at {bad})")
-        print(f"{label} FAIL NaN pattern differs: {int((nan_g != nan_w).sum())} elements, first at {bad}")
-        return
+        return fail(f"NaN pattern differs: {int((nan_g != nan_w).sum())} elements, first at {bad}")
     ok = ~nan_w
     if not ok.any():
-        print(f"{label} ok   (all NaN, as the reference)")
+        CASE.append((name, 0.0, 0.0, "all NaN, as the reference"))
         return
     diff = torch.where(ok, (g - w).abs(), torch.zeros_like(g))
     scale = max(1.0, float(w[ok].abs().max()))
     ratio = diff / (atol * scale + rtol * torch.where(ok, w.abs(), torch.zeros_like(w)))
     worst = int(ratio.argmax())
-    where = list(torch.unravel_index(torch.tensor(worst), ratio.shape))
-    r = float(ratio.flatten()[worst])
-    status = "ok  " if r <= 1 and diff.isfinite().all() else "FAIL"
-    print(f"{label} {status} max_abs={float(diff.max()):.2e} ratio={r:.3f} worst_at={[int(i) for i in where]}")
-    if status == "FAIL":
-        FAILURES.append(f"{case} {name}: ratio {r:.3g} at {[int(i) for i in where]}")
+    where = [int(i) for i in torch.unravel_index(torch.tensor(worst), ratio.shape)]
+    r, mx = float(ratio.flatten()[worst]), float(diff.max())
+    if not (r <= 1 and diff.isfinite().all()):
+        return fail(f"max_abs={mx:.2e} ratio={r:.3g} worst_at={where} (got {float(g.flatten()[worst]):.6g}, "
+                    f"want {float(w.flatten()[worst]):.6g})")
+    CASE.append((name, r, mx, f"worst_at={where}"))
+    if VERBOSE:
+        print(f"{label} ok   max_abs={mx:.2e} ratio={r:.3f} worst_at={where}")
 
 
 def same_bits(xs, ys) -> bool:
@@ -102,9 +109,15 @@ def same_bits(xs, ys) -> bool:
 
 
 def run_case(fn, case: str) -> None:
+    """Run one case; print a line with its worst output (failures were printed in full)."""
+    CASE.clear()
+    failed = len(FAILURES)
     try:
         fn()
         sync()
+        if len(FAILURES) == failed and CASE:
+            name, r, mx, where = max(CASE, key=lambda c: c[1])
+            print(f"{case:58s} ok   worst {name} ratio={r:.3f} abs={mx:.1e} {where.replace('worst_at=', 'at ')}")
     except Exception as exc:  # noqa: BLE001  (report and go on, unless the context is lost)
         traceback.print_exc()
         FAILURES.append(f"{case}: {type(exc).__name__}: {exc}")
@@ -366,12 +379,14 @@ def main():
     p.add_argument("--quick", action="store_true", help="fewer shapes and no timing")
     p.add_argument("--no-bench", action="store_true", help="skip the timing table")
     p.add_argument("--emulate", action="store_true", help="dry run on the CPU: tiny cases through the host emulator")
+    p.add_argument("--verbose", action="store_true", help="a line for every output of every case")
     a = p.parse_args()
+    global DEV, EMULATE, VERBOSE
+    VERBOSE = a.verbose
     if _ext.C_CUDA is None:
         sys.exit(f"mimo_fast._C_cuda is missing ({_ext.C_CUDA_REASON}); mimo_fast imported from "
                  f"{os.path.dirname(mimo_fast.__file__)}: run `pip install --no-build-isolation .` first")
     if a.emulate:
-        global DEV, EMULATE
         DEV, EMULATE = torch.device("cpu"), 0
         ep_cases(True)
         amp_cases(True)
