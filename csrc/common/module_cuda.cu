@@ -8,6 +8,10 @@
 
 namespace py = pybind11;
 
+namespace mimo_fast {
+void bind_mpnn_message_sum_cuda(py::module_& m);  // csrc/mpnn_message_sum/mpnn_message_sum.cu
+}  // namespace mimo_fast
+
 namespace {
 
 // (device_count, driver_version, runtime_version, error message or "").
@@ -45,4 +49,5 @@ PYBIND11_MODULE(_C_cuda, m) {
   m.def("device_status", &device_status,
         "(device_count, driver_version, runtime_version, error) as the CUDA runtime sees them");
   m.def("device_capability", &device_capability, py::arg("device"));
+  mimo_fast::bind_mpnn_message_sum_cuda(m);
 }

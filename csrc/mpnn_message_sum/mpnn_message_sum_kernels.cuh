@@ -1,0 +1,173 @@
+// mpnn_message_sum, CUDA backend: the projection and forward kernels (launched from
+// mpnn_message_sum.cu; geometry and shared device pieces in mpnn_message_sum_cuda.cuh).
+//
+// Forward = two launches:
+//  1. proj_kernel: recv = node Wa^T + b1, send = node Wb^T as (B*N, H1P) buffers.
+//  2. fwd_kernel, one block per (batch element b, RN receivers): streams the senders BJ at a
+//     time; per tile GEMM1 gives p2 for BM = RN*BJ pairs in registers, and each thread adds
+//     relu(p2 + b2) of its valid rows into per-receiver sums s (registers). After the last
+//     sender chunk the sums are reduced per receiver in shared memory and the epilogue
+//     writes out[n] = mask[n] * (s[n] W3^T + count[n] b3), count = number of valid senders.
+//     HBM traffic per block: its edge rows once, recv/send rows (cached), out once; never
+//     anything of size N*N*H.
+#pragma once
+
+#include "mpnn_message_sum/mpnn_message_sum_cuda.cuh"
+
+namespace mimo_fast {
+namespace mpnn_cuda {
+
+// ------------------------------------------------------------------ projection
+// recv[bn, k] = b1[k] + sum_f node[bn, f] w1[k, f];  send[bn, k] = sum_f node[bn, f] w1[k, F + f]
+// (k < H1; 0 for H1 <= k < H1P). Thread (g, k) computes 4 nodes of column k: the w1
+// values are read once per feature for 4 FMAs each, the node values are broadcasts.
+template <typename T>
+__global__ void __launch_bounds__(kThreads) proj_kernel(const T* __restrict__ node, const T* __restrict__ w1,
+                                                         const T* __restrict__ b1, T* __restrict__ recv,
+                                                         T* __restrict__ send, long BN, int F, int E, int H1,
+                                                         int H1P) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* wr = reinterpret_cast<T*>(smem_raw);   // [kProjK][H1P] receiver weights, feature-major
+  T* ws = wr + kProjK * H1P;                // [kProjK][H1P] sender weights
+  T* xs = ws + kProjK * H1P;                // [nodes][kProjK + 1] node features
+  const int groups = kThreads / H1P, nodes = 4 * groups;
+  const int k = threadIdx.x % H1P, g = threadIdx.x / H1P;
+  const long bn0 = long(blockIdx.x) * nodes;
+  const int ld = 2 * F + E;  // row length of w1
+  T r[4] = {0, 0, 0, 0}, s[4] = {0, 0, 0, 0};
+  for (int f0 = 0; f0 < F; f0 += kProjK) {
+    const int fk = min(kProjK, F - f0);
+    __syncthreads();  // the previous step's readers are done
+    for (int idx = threadIdx.x; idx < kProjK * H1P; idx += kThreads) {
+      const int kk = idx / kProjK, f = idx % kProjK;  // consecutive threads: one w1 row
+      const bool in = kk < H1 && f < fk;
+      wr[f * H1P + kk] = in ? w1[long(kk) * ld + f0 + f] : T(0);
+      ws[f * H1P + kk] = in ? w1[long(kk) * ld + F + f0 + f] : T(0);
+    }
+    for (int idx = threadIdx.x; idx < nodes * kProjK; idx += kThreads) {
+      const int nd = idx / kProjK, f = idx % kProjK;
+      xs[nd * (kProjK + 1) + f] = (bn0 + nd < BN && f < fk) ? node[(bn0 + nd) * F + f0 + f] : T(0);
+    }
+    __syncthreads();
+    for (int f = 0; f < fk; ++f) {
+      const T a = wr[f * H1P + k], b = ws[f * H1P + k];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const T x = xs[(g * 4 + i) * (kProjK + 1) + f];
+        r[i] += x * a;
+        s[i] += x * b;
+      }
+    }
+  }
+  const T bias = k < H1 ? b1[k] : T(0);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const long bn = bn0 + g * 4 + i;
+    if (bn < BN) {
+      recv[bn * H1P + k] = k < H1 ? r[i] + bias : T(0);
+      send[bn * H1P + k] = k < H1 ? s[i] : T(0);
+    }
+  }
+}
+
+// ------------------------------------------------------------------ forward
+template <typename T>
+struct FwdParams {
+  const T* recv;   // (B*N, H1P)
+  const T* send;   // (B*N, H1P)
+  const T* edge;   // (B, N, N, E)
+  const T* w1;     // (H1, 2F+E): We is columns 2F..
+  const T* w2;     // (H2, H1)
+  const T* b2;     // (H2)
+  const T* w3;     // (Fo, H2)
+  const T* b3;     // (Fo)
+  const unsigned char* mask;  // (B, N) or null
+  T* out;          // (B, N, Fo)
+  long b0;         // first batch element of this launch
+  int tiles;       // receiver tiles per batch element
+  int N, F, E, H1, H2, Fo, H1P, H2P;
+  int TC, TR, BM, BJ, RN;
+};
+
+template <typename T, int TM, int TN>
+__global__ void __launch_bounds__(kThreads, 2) fwd_kernel(FwdParams<T> p) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const FwdSmem L = fwd_smem(p.BM, p.TR, p.RN, p.H1P, p.H2P, p.E, int(sizeof(T)));
+  T* As2 = reinterpret_cast<T*>(smem_raw + L.scratch);
+  T* Bs2 = As2 + 2 * kBK * (p.BM + 4);
+  T* red = reinterpret_cast<T*>(smem_raw + L.scratch);  // after the last GEMM1 (barrier)
+  T* es = reinterpret_cast<T*>(smem_raw + L.es);
+  T* wet = reinterpret_cast<T*>(smem_raw + L.wet);
+  int* valid = reinterpret_cast<int*>(smem_raw + L.valid);
+  T* ssum = reinterpret_cast<T*>(smem_raw + L.ssum);
+
+  const long b = p.b0 + blockIdx.x / p.tiles;
+  const int n0 = (blockIdx.x % p.tiles) * p.RN;
+  const int t = threadIdx.x, tc = t % p.TC, tr = t / p.TC;
+  const int N = p.N, E = p.E, BJ = p.BJ;
+  const unsigned char* mask = p.mask ? p.mask + b * N : nullptr;
+
+  for (int idx = t; idx < E * p.H1P; idx += kThreads) {
+    const int e = idx / p.H1P, k = idx % p.H1P;
+    wet[idx] = k < p.H1 ? p.w1[long(k) * (2 * p.F + E) + 2 * p.F + e] : T(0);
+  }
+  const int present = present_nodes(mask, N);  // wet is read after the barriers below
+
+  PairTile<T> a{p.recv, p.send, p.w2, es, wet, b * N, N, E, p.H1, p.H2, p.H1P, p.H2P, p.BM, BJ, p.TC, n0, 0};
+  T ssum_r[TN];  // this thread's receiver: sum over its valid rows of relu(p2 + b2)
+#pragma unroll
+  for (int c = 0; c < TN; ++c) ssum_r[c] = T(0);
+
+  for (int j0 = 0; j0 < N; j0 += BJ) {
+    __syncthreads();  // the previous chunk's readers of es / valid are done
+    for (int idx = t; idx < p.BM * E; idx += kThreads) {
+      const int row = idx / E, n = n0 + row / BJ, j = j0 + row % BJ;
+      es[idx] = (n < N && j < N) ? p.edge[((b * N + n) * N + j) * E + idx % E] : T(0);
+    }
+    for (int row = t; row < p.BM; row += kThreads) {
+      const int n = n0 + row / BJ, j = j0 + row % BJ;
+      valid[row] = n < N && j < N && j != n && (mask == nullptr || (mask[n] && mask[j]));
+    }
+    __syncthreads();
+    a.j0 = j0;
+    T acc[TM][TN];
+    gemm1<T, TM, TN>(a, As2, Bs2, acc);
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+      if (!valid[tr * TM + i]) continue;
+#pragma unroll
+      for (int c = 0; c < TN; ++c) {
+        const int h = tc * TN + c;
+        const T v = acc[i][c] + (h < p.H2 ? p.b2[h] : T(0));
+        ssum_r[c] += v > T(0) ? v : T(0);
+      }
+    }
+  }
+
+  // s[nl] = sum of the BJ/TM per-thread sums of receiver nl (threads tr = nl*per .. +per-1)
+#pragma unroll
+  for (int c = 0; c < TN; ++c) red[tr * p.H2P + tc * TN + c] = ssum_r[c];
+  __syncthreads();
+  const int per = BJ / TM;
+  for (int idx = t; idx < p.RN * p.H2P; idx += kThreads) {
+    const int nl = idx / p.H2P, h = idx % p.H2P;
+    T v = T(0);
+    for (int g = 0; g < per; ++g) v += red[(nl * per + g) * p.H2P + h];
+    ssum[idx] = v;
+  }
+  __syncthreads();
+  // out[n, o] = mask[n] * (sum_h s[n, h] W3[o, h] + count[n] b3[o])
+  for (int idx = t; idx < p.RN * p.Fo; idx += kThreads) {
+    const int nl = idx / p.Fo, o = idx % p.Fo, n = n0 + nl;
+    if (n >= N) continue;
+    T v = T(0);
+    if (mask == nullptr || mask[n]) {
+      v = T(present - 1) * p.b3[o];
+      for (int h = 0; h < p.H2; ++h) v += ssum[nl * p.H2P + h] * p.w3[long(o) * p.H2 + h];
+    }
+    p.out[(b * N + n) * p.Fo + o] = v;
+  }
+}
+
+}  // namespace mpnn_cuda
+}  // namespace mimo_fast
