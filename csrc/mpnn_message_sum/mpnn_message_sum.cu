@@ -27,12 +27,11 @@ template void launch_proj<double>(const Config&, const double*, const double*, c
 
 template <typename T, int TM, int TN>
 void launch_fwd_tiled(const Config& c, FwdParams<T> p, cudaStream_t st) {
-  // batches past CUDA's grid limit go in chunks (b0 = first batch element of the launch)
-  for (long b0 = 0; b0 < c.B; b0 += c.fwd_batch_chunk) {
-    const long nb = std::min(c.fwd_batch_chunk, c.B - b0);
-    p.b0 = b0;
-    launch_kernel(fwd_kernel<T, TM, TN>, dim3(unsigned(nb * c.fwd_tiles)), c.fwd_smem, st,
-                  "mpnn_message_sum fwd_kernel", p);
+  // grids past CUDA's limit run in several launches (block0 = first block of the launch)
+  for (long block0 = 0; block0 < c.fwd_blocks; block0 += c.max_grid) {
+    p.block0 = block0;
+    launch_kernel(fwd_kernel<T, TM, TN>, dim3(unsigned(std::min(c.max_grid, c.fwd_blocks - block0))),
+                  c.fwd_smem, st, "mpnn_message_sum fwd_kernel", p);
   }
 }
 
@@ -84,8 +83,8 @@ void check_runnable(const Config& c) {
 void forward(int dtype, std::uintptr_t node, std::uintptr_t edge, std::uintptr_t w1, std::uintptr_t b1,
              std::uintptr_t w2, std::uintptr_t b2, std::uintptr_t w3, std::uintptr_t b3, std::uintptr_t mask,
              std::uintptr_t out, std::uintptr_t recv, std::uintptr_t send, long B, long N, long F, long E, long H1,
-             long H2, long Fo, int sm_count, long smem_block, long smem_sm, std::uintptr_t stream) {
-  const Config c = make_config(B, N, F, E, H1, H2, Fo, dtype, DeviceLimits{sm_count, smem_block, smem_sm});
+             long H2, long Fo, int sm_count, long smem_block, long smem_sm, std::uintptr_t stream, long max_grid) {
+  const Config c = make_config(B, N, F, E, H1, H2, Fo, dtype, DeviceLimits{sm_count, smem_block, smem_sm}, max_grid);
   check_runnable(c);
   if (B == 0) return;
   const cudaStream_t st = cuda::as_stream(stream);
@@ -94,7 +93,7 @@ void forward(int dtype, std::uintptr_t node, std::uintptr_t edge, std::uintptr_t
     launch_proj<T>(c, cptr<T>(node), cptr<T>(w1), cptr<T>(b1), mptr<T>(recv), mptr<T>(send), st);
     FwdParams<T> p{cptr<T>(recv), cptr<T>(send), cptr<T>(edge), cptr<T>(w1), cptr<T>(w2), cptr<T>(b2),
                    cptr<T>(w3), cptr<T>(b3), reinterpret_cast<const unsigned char*>(mask), mptr<T>(out), 0,
-                   int(c.fwd_tiles), int(N), int(F), int(E), int(H1), int(H2), int(Fo), c.H1P, c.H2P,
+                   B * N, int(N), int(F), int(E), int(H1), int(H2), int(Fo), c.H1P, c.H2P,
                    c.fwd.TC, c.fwd.TR, c.fwd.BM, c.fwd.BJ, c.fwd.RN};
     launch_fwd<T>(c, p, st);
   };
@@ -110,16 +109,15 @@ py::dict tile_dict(const Tile& t) {
 }
 
 py::dict launch_config(long B, long N, long F, long E, long H1, long H2, long Fo, int dtype, int sm_count,
-                       long smem_block, long smem_sm) {
-  const Config c = make_config(B, N, F, E, H1, H2, Fo, dtype, DeviceLimits{sm_count, smem_block, smem_sm});
+                       long smem_block, long smem_sm, long max_grid) {
+  const Config c = make_config(B, N, F, E, H1, H2, Fo, dtype, DeviceLimits{sm_count, smem_block, smem_sm}, max_grid);
   py::dict d;
   d["refusal"] = c.refusal;
   d["H1P"] = c.H1P; d["H2P"] = c.H2P; d["threads"] = kThreads;
   if (!c.refusal.empty() && c.H1P == 0) return d;
   py::dict f = tile_dict(c.fwd);
-  f["tiles"] = c.fwd_tiles; f["batch_chunk"] = c.fwd_batch_chunk; f["smem"] = c.fwd_smem;
-  f["launches"] = B == 0 ? 0 : cdiv(B, c.fwd_batch_chunk);
-  f["grid"] = std::min(B, c.fwd_batch_chunk) * c.fwd_tiles;
+  f["blocks"] = c.fwd_blocks; f["launches"] = c.fwd_launches; f["smem"] = c.fwd_smem;
+  f["grid"] = std::min(c.fwd_blocks, c.max_grid);
   py::dict bw = tile_dict(c.bwd);
   bw["CW"] = c.CW; bw["S"] = c.S; bw["RG"] = c.RG; bw["G"] = c.G; bw["items"] = c.items;
   bw["blocks"] = c.bwd_blocks; bw["smem"] = c.bwd_smem;
@@ -144,6 +142,7 @@ void bind_mpnn_message_sum_cuda(py::module_& m) {
   using namespace py::literals;
   m.def("mpnn_message_sum_launch_config", &mpnn_cuda::launch_config, "B"_a, "N"_a, "F"_a, "E"_a, "H1"_a,
         "H2"_a, "Fo"_a, "dtype"_a, "sm_count"_a = 132, "smem_block"_a = 232448, "smem_sm"_a = 233472,
+        "max_grid"_a = long(cuda::kMaxGridX),
         "Launch geometry of the cuda mpnn_message_sum kernels (pure function of the sizes and the "
         "device limits; defaults: an H100 SXM). 'refusal' is empty when the sizes can run.");
   m.def("mpnn_message_sum_device_limits", &mpnn_cuda::limits, "device"_a,
@@ -151,8 +150,10 @@ void bind_mpnn_message_sum_cuda(py::module_& m) {
   m.def("mpnn_message_sum_forward", &mpnn_cuda::forward, "dtype"_a, "node"_a, "edge"_a, "w1"_a, "b1"_a,
         "w2"_a, "b2"_a, "w3"_a, "b3"_a, "mask"_a, "out"_a, "recv"_a, "send"_a, "B"_a, "N"_a, "F"_a, "E"_a,
         "H1"_a, "H2"_a, "Fo"_a, "sm_count"_a, "smem_block"_a, "smem_sm"_a, "stream"_a,
+        "max_grid"_a = long(cuda::kMaxGridX),
         "out = mpnn_message_sum(...) on the GPU. Contiguous device pointers; recv/send: (B*N, H1P) "
-        "scratch; mask: uint8 (B, N) or 0; stream: cudaStream_t as an integer.");
+        "scratch; mask: uint8 (B, N) or 0; stream: cudaStream_t as an integer; max_grid: blocks "
+        "per launch (CUDA's limit; smaller values only to test the chunked launches).");
   mpnn_cuda::bind_backward(m);
 }
 

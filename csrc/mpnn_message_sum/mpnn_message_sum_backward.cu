@@ -48,13 +48,21 @@ void backward(int dtype, std::uintptr_t grad, std::uintptr_t node, std::uintptr_
                    mptr<T>(grecv), mptr<T>(gsend_part), mptr<T>(gedge), mptr<T>(part_w2), mptr<T>(part_b2),
                    mptr<T>(part_we), B, c.items, int(c.G), c.RG, int(N), int(F), int(E), int(H1), int(H2),
                    int(Fo), c.H1P, c.H2P, c.CW, c.bwd.TC, c.bwd.TR, c.bwd.BM, c.bwd.BJ, c.bwd.RN};
+    bool launched = true;
     switch (c.bwd.TM) {
       case 1: launch_bwd_tiled<T, 1>(c, p, st); break;
       case 2: launch_bwd_tiled<T, 2>(c, p, st); break;
       case 4: launch_bwd_tiled<T, 4>(c, p, st); break;
-      case 8: launch_bwd_tiled<T, 8>(c, p, st); break;
-      default: throw std::logic_error("mpnn_message_sum: no backward kernel for TM=" + std::to_string(c.bwd.TM));
+      default:  // TM = 8 comes only with H2P = 256, which float64 never fits in shared memory
+        launched = false;
+        if constexpr (sizeof(T) == 4) {
+          if (c.bwd.TM == 8) {
+            launch_bwd_tiled<T, 8>(c, p, st);
+            launched = true;
+          }
+        }
     }
+    if (!launched) throw std::logic_error("mpnn_message_sum: no backward kernel for TM=" + std::to_string(c.bwd.TM));
     const int P = int(c.bwd_blocks);
     Segments<T> sg{};
     int n = 0;

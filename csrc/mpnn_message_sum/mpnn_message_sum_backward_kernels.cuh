@@ -22,7 +22,7 @@
 // s, grecv and gsend-partial rows once.
 #pragma once
 
-#include "mpnn_message_sum/mpnn_message_sum_cuda.cuh"
+#include "mpnn_message_sum/mpnn_message_sum_tile.cuh"
 
 namespace mimo_fast {
 namespace mpnn_cuda {
@@ -144,7 +144,8 @@ __global__ void __launch_bounds__(kThreads, 2) bwd_kernel(BwdParams<T> p) {
           valid[row] = n < N && j < N && j != n && (mask == nullptr || (mask[n] && mask[j]));
         }
         __syncthreads();
-        const PairTile<T> a{p.recv, p.send, p.w2, es, wet, b * N, N, E, p.H1, p.H2, H1P, H2P, BM, BJ, p.TC, n0, j0};
+        const PairTile<T> a{p.recv, p.send, p.w2, es, wet, b * N + n0, (b + 1) * N, N, E, p.H1, p.H2, H1P, H2P, BM, BJ,
+                            p.TC, j0};
         T acc[TM][TN];
         gemm1<T, TM, TN>(a, As2, Bs2, acc);
 

@@ -1,10 +1,13 @@
-// mpnn_message_sum, CUDA backend: launch geometry (host, no GPU needed) and the pieces the
-// forward (mpnn_message_sum.cu) and backward (mpnn_message_sum_backward.cu) kernels share.
+// mpnn_message_sum, CUDA backend: launch geometry (host code, no GPU needed) and the
+// launch helper. Device pieces shared by the kernels: mpnn_message_sum_tile.cuh; kernels:
+// mpnn_message_sum_kernels.cuh (projection, forward), mpnn_message_sum_backward_kernels.cuh.
 // Formula: mimo_fast/ops/mpnn_message_sum.py; written-out backward:
 // mimo_fast/ops/reference/mpnn_message_sum.py.
 //
 // The pair work is a GEMM whose rows are (receiver n, sender j) pairs. A tile holds
-// BM = RN x BJ pair rows (row = nl * BJ + jl: receiver n0 + nl, sender j0 + jl) and
+// BM = RN x BJ pair rows: row = r * BJ + jl is receiver q0 + r (a flat node index b*N + n)
+// and sender j0 + jl of the same batch element. With BJ >= N every sender is in one tile;
+// otherwise RN = 1 and the senders are streamed BJ at a time. For each row
 //   p1[row, k] = recv[n, k] + send[j, k] + sum_e edge[n, j, e] We[k, e]   (k < H1)
 //   p2[row, :] = relu(p1[row, :]) W2^T + b2                                  ("GEMM1")
 // recv = node Wa^T + b1 and send = node Wb^T come from a projection kernel (w1 = [Wa|Wb|We]).
@@ -71,7 +74,7 @@ inline Tile make_tile(long N, int H2P, int TM, int TN) {
 
 // Shared-memory regions (byte offsets) of the forward kernel.
 struct FwdSmem {
-  long scratch, es, wet, valid, ssum, total;
+  long scratch, es, wet, valid, ssum, count, total;
 };
 
 __host__ __device__ inline FwdSmem fwd_smem(int BM, int TR, int RN, int H1P, int H2P, int E, int sz) {
@@ -85,6 +88,7 @@ __host__ __device__ inline FwdSmem fwd_smem(int BM, int TR, int RN, int H1P, int
   s.wet = c.take(long(E) * H1P * sz);    // We^T (E x H1P)
   s.valid = c.take(long(BM) * 4);        // pair row is a message (j != n, both unmasked)
   s.ssum = c.take(long(RN) * H2P * sz);  // s[n] = sum_j relu(p2) per receiver
+  s.count = c.take(long(RN) * 4);        // messages per receiver
   s.total = c.off;
   return s;
 }
@@ -131,9 +135,9 @@ struct Config {
   long B = 0, N = 0, F = 0, E = 0, H1 = 0, H2 = 0, Fo = 0;
   int dtype = 0, sz = 0;
   int H1P = 0, H2P = 0;
-  // forward: grid = (batch elements of the launch) x fwd_tiles blocks
+  // forward: fwd_blocks blocks of RN receivers each, launched at most max_grid at a time
   Tile fwd;
-  long fwd_tiles = 0, fwd_batch_chunk = 0, fwd_smem = 0;
+  long max_grid = cuda::kMaxGridX, fwd_blocks = 0, fwd_launches = 0, fwd_smem = 0;
   // backward: persistent grid of bwd_blocks over items = (batch element, receiver group)
   Tile bwd;
   int CW = 0, S = 0, RG = 0;
@@ -151,8 +155,9 @@ struct DeviceLimits {
 };
 
 inline Config make_config(long B, long N, long F, long E, long H1, long H2, long Fo, int dtype,
-                          DeviceLimits dev) {
+                          DeviceLimits dev, long max_grid = cuda::kMaxGridX) {
   Config c;
+  c.max_grid = std::max(1L, max_grid);
   c.B = B; c.N = N; c.F = F; c.E = E; c.H1 = H1; c.H2 = H2; c.Fo = Fo; c.dtype = dtype;
   if (dtype != cuda::kFloat32 && dtype != cuda::kFloat64) {
     c.refusal = "unsupported dtype code " + std::to_string(dtype);
@@ -175,32 +180,33 @@ inline Config make_config(long B, long N, long F, long E, long H1, long H2, long
   // two blocks per SM when they fit: the budget a block aims for
   const long budget = std::min(dev.smem_block, dev.smem_sm / 2 - 1024);
 
-  // Tile choice, candidates in order of preference (widest register block first): the
-  // first that fits the budget with no more receivers per tile than the graph has, else the
-  // first that fits, else the one needing the least shared memory.
-  const long graph = next_pow2(N);
-  auto rank = [&](const Tile& t, long smem) { return smem > budget ? 2 : t.RN <= graph ? 0 : 1; };
-
-  // ---- forward: tiles of at most 1024 pair rows
+  // ---- forward: the widest register block whose tile (<= 1024 pair rows) fits the
+  // budget, else the one needing the least shared memory. Tiles take receivers from the
+  // flattened node list, so small graphs share a tile and no receiver row idles.
   {
     const int TN = (sz == 4 && H2P >= 32) ? 8 : 4;
     const int tms[3] = {sz == 4 ? 8 : 4, sz == 4 ? 4 : 2, sz == 4 ? 2 : 1};
-    int best = 1 << 30;
+    bool have = false;
     for (int TM : tms) {
       const Tile t = make_tile(N, H2P, TM, TN);
       if (t.BM > 1024) continue;
       const long smem = fwd_smem(t.BM, t.TR, t.RN, H1P, H2P, int(E), sz).total;
-      const int r = rank(t, smem);
-      if (r < best || (r == best && r >= 2 && smem < c.fwd_smem)) {
-        best = r;
+      const bool holding_fit = have && c.fwd_smem <= budget;
+      if (!have || (!holding_fit && (smem <= budget || smem < c.fwd_smem))) {
         c.fwd = t;
         c.fwd_smem = smem;
+        have = true;
       }
     }
-    c.fwd_tiles = cdiv(N, c.fwd.RN);
-    c.fwd_batch_chunk = std::max(1LL, cuda::kMaxGridX / c.fwd_tiles);
+    c.fwd_blocks = cdiv(B * N, c.fwd.RN);
+    c.fwd_launches = cdiv(c.fwd_blocks, c.max_grid);
   }
 
+  // ---- backward: candidates in order of preference (widest register block first): the
+  // first that fits the budget with no more receivers per tile than the graph has, else
+  // the first that fits, else the one needing the least shared memory.
+  const long graph = next_pow2(N);
+  auto rank = [&](const Tile& t, long smem) { return smem > budget ? 2 : t.RN <= graph ? 0 : 1; };
   // ---- backward: tiles of 32..256 pair rows; H1 in chunks of CW columns
   {
     c.CW = std::min(H1P, 64);
@@ -244,156 +250,6 @@ inline Config make_config(long B, long N, long F, long E, long H1, long H2, long
                 std::to_string(H1) + ", H2=" + std::to_string(H2) + ", E=" + std::to_string(E) +
                 "), this GPU offers " + std::to_string(dev.smem_block / 1024) + " KiB";
   return c;
-}
-
-// ------------------------------------------------------------------ device helpers
-// Vector loads/stores of n consecutive values (16-byte aligned when n * sizeof(T) >= 16).
-template <int n>
-__device__ __forceinline__ void ldv(const float* p, float* v) {
-  if constexpr (n % 4 == 0) {
-#pragma unroll
-    for (int i = 0; i < n; i += 4) {
-      float4 x = *reinterpret_cast<const float4*>(p + i);
-      v[i] = x.x; v[i + 1] = x.y; v[i + 2] = x.z; v[i + 3] = x.w;
-    }
-  } else if constexpr (n == 2) {
-    float2 x = *reinterpret_cast<const float2*>(p);
-    v[0] = x.x; v[1] = x.y;
-  } else {
-#pragma unroll
-    for (int i = 0; i < n; ++i) v[i] = p[i];
-  }
-}
-
-template <int n>
-__device__ __forceinline__ void ldv(const double* p, double* v) {
-  if constexpr (n % 2 == 0) {
-#pragma unroll
-    for (int i = 0; i < n; i += 2) {
-      double2 x = *reinterpret_cast<const double2*>(p + i);
-      v[i] = x.x; v[i + 1] = x.y;
-    }
-  } else {
-#pragma unroll
-    for (int i = 0; i < n; ++i) v[i] = p[i];
-  }
-}
-
-__device__ __forceinline__ void st4(float* p, const float* v) {
-  *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
-}
-__device__ __forceinline__ void st4(double* p, const double* v) {
-  *reinterpret_cast<double2*>(p) = make_double2(v[0], v[1]);
-  *reinterpret_cast<double2*>(p + 2) = make_double2(v[2], v[3]);
-}
-
-template <typename T>
-__device__ __forceinline__ T warp_sum(T v) {  // butterfly: same order on every run
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-// What GEMM1 needs to rebuild relu(p1) for one tile.
-template <typename T>
-struct PairTile {
-  const T* recv;   // (B*N, H1P) node Wa^T + b1, zero past H1
-  const T* send;   // (B*N, H1P) node Wb^T, zero past H1
-  const T* w2;     // (H2, H1)
-  const T* es;     // shared: edge rows of the tile (BM x E)
-  const T* wet;    // shared: We^T (E x H1P), zero past H1
-  long bN;         // b * N: this batch element's first row in recv/send
-  int N, E, H1, H2, H1P, H2P;
-  int BM, BJ, TC;
-  int n0, j0;      // first receiver and sender of the tile
-};
-
-// h1[row, k..k+3] = relu(p1[row, k..k+3]) (k a multiple of 4); 0 for rows past the graph
-// (n or j >= N). GEMM1's staging and the backward's h1 chunks both call this, so they see
-// the same bits. Vector loads: recv/send rows and We^T rows are 16-byte aligned.
-template <typename T>
-__device__ __forceinline__ void h1_quad(const PairTile<T>& a, int row, int k, T (&v)[4]) {
-  const int n = a.n0 + row / a.BJ, j = a.j0 + row % a.BJ;
-  if (n >= a.N || j >= a.N) {
-    v[0] = v[1] = v[2] = v[3] = T(0);
-    return;
-  }
-  T s[4];
-  ldv<4>(a.recv + (a.bN + n) * a.H1P + k, v);
-  ldv<4>(a.send + (a.bN + j) * a.H1P + k, s);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) v[i] += s[i];
-  for (int e = 0; e < a.E; ++e) {
-    const T x = a.es[row * a.E + e];
-    T w[4];
-    ldv<4>(a.wet + e * a.H1P + k, w);
-#pragma unroll
-    for (int i = 0; i < 4; ++i) v[i] += x * w[i];
-  }
-#pragma unroll
-  for (int i = 0; i < 4; ++i) v[i] = v[i] > T(0) ? v[i] : T(0);
-}
-
-// One K-step of GEMM1 into shared memory: As[kk][row] = h1[row, k0+kk] (k-major, so a
-// thread's TM rows are one vector load) and Bs[kk][h] = W2[h, k0+kk]. A thread builds 4
-// consecutive kk of one row (vector loads); a warp's stores hit 32 distinct banks.
-template <typename T>
-__device__ __forceinline__ void gemm1_stage(const PairTile<T>& a, int k0, T* As, T* Bs) {
-  for (int idx = threadIdx.x; idx < a.BM * (kBK / 4); idx += kThreads) {
-    const int row = idx / (kBK / 4), kq = idx % (kBK / 4);
-    T v[4];
-    h1_quad(a, row, k0 + 4 * kq, v);
-#pragma unroll
-    for (int i = 0; i < 4; ++i) As[(4 * kq + i) * (a.BM + 4) + row] = v[i];
-  }
-  for (int idx = threadIdx.x; idx < a.H2P * kBK; idx += kThreads) {
-    const int h = idx / kBK, k = k0 + idx % kBK;
-    Bs[(idx % kBK) * (a.H2P + 4) + h] = (h < a.H2 && k < a.H1) ? a.w2[long(h) * a.H1 + k] : T(0);
-  }
-}
-
-// acc[i][c] = (relu(p1) W2^T)[tr*TM + i, tc*TN + c] (without b2). Double-buffered K-steps:
-// stage step s+1 while computing step s, one barrier per step. Ends with a barrier, so
-// the staging buffers (As2, Bs2) are free when it returns.
-template <typename T, int TM, int TN>
-__device__ __forceinline__ void gemm1(const PairTile<T>& a, T* As2, T* Bs2, T (&acc)[TM][TN]) {
-  const int tc = threadIdx.x % a.TC, tr = threadIdx.x / a.TC;
-  const int as = a.BM + 4, bs = a.H2P + 4, asz = kBK * as, bsz = kBK * bs;
-#pragma unroll
-  for (int i = 0; i < TM; ++i)
-#pragma unroll
-    for (int c = 0; c < TN; ++c) acc[i][c] = T(0);
-  const int steps = a.H1P / kBK;
-  gemm1_stage(a, 0, As2, Bs2);
-  __syncthreads();
-  for (int s = 0; s < steps; ++s) {
-    const T* As = As2 + (s & 1) * asz;
-    const T* Bs = Bs2 + (s & 1) * bsz;
-    // the other buffer was last read in step s-1, which every thread finished (barrier)
-    if (s + 1 < steps) gemm1_stage(a, (s + 1) * kBK, As2 + ((s + 1) & 1) * asz, Bs2 + ((s + 1) & 1) * bsz);
-#pragma unroll
-    for (int kk = 0; kk < kBK; ++kk) {
-      T av[TM], bv[TN];
-      ldv<TM>(As + kk * as + tr * TM, av);
-      ldv<TN>(Bs + kk * bs + tc * TN, bv);
-#pragma unroll
-      for (int i = 0; i < TM; ++i)
-#pragma unroll
-        for (int c = 0; c < TN; ++c) acc[i][c] += av[i] * bv[c];
-    }
-    __syncthreads();
-  }
-}
-
-// Count of unmasked nodes of one batch element (all threads get it).
-__device__ __forceinline__ int present_nodes(const unsigned char* mask_b, int N) {
-  if (mask_b == nullptr) return N;
-  int present = 0;
-  for (int j0 = 0; j0 < N; j0 += kThreads) {
-    const int j = j0 + int(threadIdx.x);
-    present += __syncthreads_count(j < N && mask_b[j] != 0);
-  }
-  return present;
 }
 
 // Host side: launch `kernel` on `grid` blocks of kThreads with `smem` bytes of dynamic shared

@@ -12,7 +12,7 @@
 //     anything of size N*N*H.
 #pragma once
 
-#include "mpnn_message_sum/mpnn_message_sum_cuda.cuh"
+#include "mpnn_message_sum/mpnn_message_sum_tile.cuh"
 
 namespace mimo_fast {
 namespace mpnn_cuda {
@@ -83,12 +83,14 @@ struct FwdParams {
   const T* b3;     // (Fo)
   const unsigned char* mask;  // (B, N) or null
   T* out;          // (B, N, Fo)
-  long b0;         // first batch element of this launch
-  int tiles;       // receiver tiles per batch element
+  long block0;     // first block of this launch (grids past CUDA's limit run in chunks)
+  long BN;         // B * N
   int N, F, E, H1, H2, Fo, H1P, H2P;
   int TC, TR, BM, BJ, RN;
 };
 
+// A block owns RN consecutive receivers of the flattened (B*N) node list, so with small N
+// one tile spans several batch elements (each row finds its own b): no idle rows.
 template <typename T, int TM, int TN>
 __global__ void __launch_bounds__(kThreads, 2) fwd_kernel(FwdParams<T> p) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -100,20 +102,32 @@ __global__ void __launch_bounds__(kThreads, 2) fwd_kernel(FwdParams<T> p) {
   T* wet = reinterpret_cast<T*>(smem_raw + L.wet);
   int* valid = reinterpret_cast<int*>(smem_raw + L.valid);
   T* ssum = reinterpret_cast<T*>(smem_raw + L.ssum);
+  int* count = reinterpret_cast<int*>(smem_raw + L.count);
 
-  const long b = p.b0 + blockIdx.x / p.tiles;
-  const int n0 = (blockIdx.x % p.tiles) * p.RN;
+  const long q0 = (p.block0 + blockIdx.x) * p.RN;  // first receiver (flat index b*N + n)
   const int t = threadIdx.x, tc = t % p.TC, tr = t / p.TC;
   const int N = p.N, E = p.E, BJ = p.BJ;
-  const unsigned char* mask = p.mask ? p.mask + b * N : nullptr;
+  const unsigned char* mask = p.mask;
 
   for (int idx = t; idx < E * p.H1P; idx += kThreads) {
     const int e = idx / p.H1P, k = idx % p.H1P;
     wet[idx] = k < p.H1 ? p.w1[long(k) * (2 * p.F + E) + 2 * p.F + e] : T(0);
   }
-  const int present = present_nodes(mask, N);  // wet is read after the barriers below
+  // messages each receiver sums: N - 1, or (unmasked nodes of its graph - 1), 0 if masked
+  for (int r = t; r < p.RN; r += kThreads) {
+    const long q = q0 + r;
+    int c = N - 1;
+    if (q >= p.BN || (mask && !mask[q])) {
+      c = 0;
+    } else if (mask) {
+      const unsigned char* m = mask + (q - q % N);
+      c = -1;
+      for (int j = 0; j < N; ++j) c += m[j] != 0;
+    }
+    count[r] = c;
+  }
 
-  PairTile<T> a{p.recv, p.send, p.w2, es, wet, b * N, N, E, p.H1, p.H2, p.H1P, p.H2P, p.BM, BJ, p.TC, n0, 0};
+  const PairTile<T> a0{p.recv, p.send, p.w2, es, wet, q0, p.BN, N, E, p.H1, p.H2, p.H1P, p.H2P, p.BM, BJ, p.TC, 0};
   T ssum_r[TN];  // this thread's receiver: sum over its valid rows of relu(p2 + b2)
 #pragma unroll
   for (int c = 0; c < TN; ++c) ssum_r[c] = T(0);
@@ -121,14 +135,17 @@ __global__ void __launch_bounds__(kThreads, 2) fwd_kernel(FwdParams<T> p) {
   for (int j0 = 0; j0 < N; j0 += BJ) {
     __syncthreads();  // the previous chunk's readers of es / valid are done
     for (int idx = t; idx < p.BM * E; idx += kThreads) {
-      const int row = idx / E, n = n0 + row / BJ, j = j0 + row % BJ;
-      es[idx] = (n < N && j < N) ? p.edge[((b * N + n) * N + j) * E + idx % E] : T(0);
+      const int row = idx / E, j = j0 + row % BJ;
+      const long q = q0 + row / BJ;  // edge[b, n, j] is row q*N + j of (B*N*N, E)
+      es[idx] = (q < p.BN && j < N) ? p.edge[(q * N + j) * E + idx % E] : T(0);
     }
     for (int row = t; row < p.BM; row += kThreads) {
-      const int n = n0 + row / BJ, j = j0 + row % BJ;
-      valid[row] = n < N && j < N && j != n && (mask == nullptr || (mask[n] && mask[j]));
+      const int j = j0 + row % BJ;
+      const long q = q0 + row / BJ, bN = q - q % N;
+      valid[row] = q < p.BN && j < N && bN + j != q && (mask == nullptr || (mask[q] && mask[bN + j]));
     }
     __syncthreads();
+    PairTile<T> a = a0;
     a.j0 = j0;
     T acc[TM][TN];
     gemm1<T, TM, TN>(a, As2, Bs2, acc);
@@ -144,28 +161,26 @@ __global__ void __launch_bounds__(kThreads, 2) fwd_kernel(FwdParams<T> p) {
     }
   }
 
-  // s[nl] = sum of the BJ/TM per-thread sums of receiver nl (threads tr = nl*per .. +per-1)
+  // s[r] = sum of the BJ/TM per-thread sums of receiver r (threads tr = r*per .. +per-1)
 #pragma unroll
   for (int c = 0; c < TN; ++c) red[tr * p.H2P + tc * TN + c] = ssum_r[c];
   __syncthreads();
   const int per = BJ / TM;
   for (int idx = t; idx < p.RN * p.H2P; idx += kThreads) {
-    const int nl = idx / p.H2P, h = idx % p.H2P;
+    const int r = idx / p.H2P, h = idx % p.H2P;
     T v = T(0);
-    for (int g = 0; g < per; ++g) v += red[(nl * per + g) * p.H2P + h];
+    for (int g = 0; g < per; ++g) v += red[(r * per + g) * p.H2P + h];
     ssum[idx] = v;
   }
   __syncthreads();
-  // out[n, o] = mask[n] * (sum_h s[n, h] W3[o, h] + count[n] b3[o])
+  // out[q, o] = mask[q] * (sum_h s[q, h] W3[o, h] + count[q] b3[o])  (s = 0, count = 0 if masked)
   for (int idx = t; idx < p.RN * p.Fo; idx += kThreads) {
-    const int nl = idx / p.Fo, o = idx % p.Fo, n = n0 + nl;
-    if (n >= N) continue;
-    T v = T(0);
-    if (mask == nullptr || mask[n]) {
-      v = T(present - 1) * p.b3[o];
-      for (int h = 0; h < p.H2; ++h) v += ssum[nl * p.H2P + h] * p.w3[long(o) * p.H2 + h];
-    }
-    p.out[(b * N + n) * p.Fo + o] = v;
+    const int r = idx / p.Fo, o = idx % p.Fo;
+    const long q = q0 + r;
+    if (q >= p.BN) continue;
+    T v = T(count[r]) * p.b3[o];
+    for (int h = 0; h < p.H2; ++h) v += ssum[r * p.H2P + h] * p.w3[long(o) * p.H2 + h];
+    p.out[q * p.Fo + o] = (mask == nullptr || mask[q]) ? v : T(0);
   }
 }
 
