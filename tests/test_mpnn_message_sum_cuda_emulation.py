@@ -174,20 +174,22 @@ def test_refusal_is_raised_before_any_kernel(on_emulation):
 
 
 def test_chunked_forward_launches_match(on_emulation):
-    """A grid past CUDA's limit runs in several launches: forced with a tiny max_grid."""
-    shape = (5, 6, 3, 2, 8, 200, 3)                     # H2P 256: 8 receivers per block
+    """A grid past CUDA's limit runs in several launches (and the projection kernel loops
+    over node groups): forced with a tiny max_grid."""
+    shape = (40, 6, 3, 2, 8, 200, 3)                    # H2P 256: 8 receivers per block
     *tensors, mask = _sample(shape, torch.float32, True)
     want = glue.forward(*tensors, mask)
     cfg = glue.launch_config(*tensors[:3], tensors[4], tensors[6])
-    assert cfg["fwd"]["blocks"] == 4
+    assert cfg["fwd"]["blocks"] == 30 and cfg["proj"]["blocks"] == 4
     x, e, w1, b1, w2, b2, w3, b3 = tensors
     out = torch.full_like(want, float("nan"))
-    recv, send = x.new_empty(30, cfg["H1P"]), x.new_empty(30, cfg["H1P"])
+    recv, send = x.new_empty(240, cfg["H1P"]), x.new_empty(240, cfg["H1P"])
     on_emulation.mpnn_message_sum_forward(
         0, x.data_ptr(), e.data_ptr(), w1.data_ptr(), b1.data_ptr(), w2.data_ptr(), b2.data_ptr(), w3.data_ptr(),
         b3.data_ptr(), mask.data_ptr(), out.data_ptr(), recv.data_ptr(), send.data_ptr(), *shape,
         132, 232448, 233472, 0, max_grid=3)
-    assert on_emulation.mpnn_message_sum_launch_config(*shape, 0, max_grid=3)["fwd"]["launches"] == 2
+    small = on_emulation.mpnn_message_sum_launch_config(*shape, 0, max_grid=3)
+    assert small["fwd"]["launches"] == 10 and small["proj"]["blocks"] == 3
     torch.testing.assert_close(out, want, rtol=0, atol=0)
 
 

@@ -239,10 +239,11 @@ inline Config make_config(long B, long N, long F, long E, long H1, long H2, long
     }
   }
 
-  // ---- projection: 256 threads = H1P columns x (256 / H1P) groups of 4 nodes
+  // ---- projection: 256 threads = H1P columns x (256 / H1P) groups of 4 nodes; a
+  // grid-stride loop over node groups past 2^20 blocks (or max_grid)
   c.proj_nodes = 4 * (kThreads / H1P);
-  c.proj_blocks = cdiv(B * N, c.proj_nodes);
-  c.proj_smem = (2L * kProjK * H1P + long(c.proj_nodes) * (kProjK + 1)) * sz;
+  c.proj_blocks = std::min({cdiv(B * N, c.proj_nodes), 1L << 20, c.max_grid});
+  c.proj_smem = (2L * kProjK * (H1P + 1) + long(c.proj_nodes) * (kProjK + 1)) * sz;
 
   const long need = std::max(c.fwd_smem, c.bwd_smem);
   if (need > dev.smem_block)

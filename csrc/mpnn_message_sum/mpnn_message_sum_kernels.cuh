@@ -27,45 +27,47 @@ __global__ void __launch_bounds__(kThreads) proj_kernel(const T* __restrict__ no
                                                          T* __restrict__ send, long BN, int F, int E, int H1,
                                                          int H1P) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  T* wr = reinterpret_cast<T*>(smem_raw);   // [kProjK][H1P] receiver weights, feature-major
-  T* ws = wr + kProjK * H1P;                // [kProjK][H1P] sender weights
-  T* xs = ws + kProjK * H1P;                // [nodes][kProjK + 1] node features
+  const int wp = H1P + 1;                   // odd pitch: the transposing stores hit distinct banks
+  T* wr = reinterpret_cast<T*>(smem_raw);   // [kProjK][wp] receiver weights, feature-major
+  T* ws = wr + kProjK * wp;                 // [kProjK][wp] sender weights
+  T* xs = ws + kProjK * wp;                 // [nodes][kProjK + 1] node features
   const int groups = kThreads / H1P, nodes = 4 * groups;
   const int k = threadIdx.x % H1P, g = threadIdx.x / H1P;
-  const long bn0 = long(blockIdx.x) * nodes;
   const int ld = 2 * F + E;  // row length of w1
-  T r[4] = {0, 0, 0, 0}, s[4] = {0, 0, 0, 0};
-  for (int f0 = 0; f0 < F; f0 += kProjK) {
-    const int fk = min(kProjK, F - f0);
-    __syncthreads();  // the previous step's readers are done
-    for (int idx = threadIdx.x; idx < kProjK * H1P; idx += kThreads) {
-      const int kk = idx / kProjK, f = idx % kProjK;  // consecutive threads: one w1 row
-      const bool in = kk < H1 && f < fk;
-      wr[f * H1P + kk] = in ? w1[long(kk) * ld + f0 + f] : T(0);
-      ws[f * H1P + kk] = in ? w1[long(kk) * ld + F + f0 + f] : T(0);
-    }
-    for (int idx = threadIdx.x; idx < nodes * kProjK; idx += kThreads) {
-      const int nd = idx / kProjK, f = idx % kProjK;
-      xs[nd * (kProjK + 1) + f] = (bn0 + nd < BN && f < fk) ? node[(bn0 + nd) * F + f0 + f] : T(0);
-    }
-    __syncthreads();
-    for (int f = 0; f < fk; ++f) {
-      const T a = wr[f * H1P + k], b = ws[f * H1P + k];
+  for (long bn0 = long(blockIdx.x) * nodes; bn0 < BN; bn0 += long(gridDim.x) * nodes) {
+    T r[4] = {0, 0, 0, 0}, s[4] = {0, 0, 0, 0};
+    for (int f0 = 0; f0 < F; f0 += kProjK) {
+      const int fk = min(kProjK, F - f0);
+      __syncthreads();  // the previous step's readers are done
+      for (int idx = threadIdx.x; idx < kProjK * H1P; idx += kThreads) {
+        const int kk = idx / kProjK, f = idx % kProjK;  // consecutive threads: one w1 row
+        const bool in = kk < H1 && f < fk;
+        wr[f * wp + kk] = in ? w1[long(kk) * ld + f0 + f] : T(0);
+        ws[f * wp + kk] = in ? w1[long(kk) * ld + F + f0 + f] : T(0);
+      }
+      for (int idx = threadIdx.x; idx < nodes * kProjK; idx += kThreads) {
+        const int nd = idx / kProjK, f = idx % kProjK;
+        xs[nd * (kProjK + 1) + f] = (bn0 + nd < BN && f < fk) ? node[(bn0 + nd) * F + f0 + f] : T(0);
+      }
+      __syncthreads();
+      for (int f = 0; f < fk; ++f) {
+        const T a = wr[f * wp + k], b = ws[f * wp + k];
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const T x = xs[(g * 4 + i) * (kProjK + 1) + f];
-        r[i] += x * a;
-        s[i] += x * b;
+        for (int i = 0; i < 4; ++i) {
+          const T x = xs[(g * 4 + i) * (kProjK + 1) + f];
+          r[i] += x * a;
+          s[i] += x * b;
+        }
       }
     }
-  }
-  const T bias = k < H1 ? b1[k] : T(0);
+    const T bias = k < H1 ? b1[k] : T(0);
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const long bn = bn0 + g * 4 + i;
-    if (bn < BN) {
-      recv[bn * H1P + k] = k < H1 ? r[i] + bias : T(0);
-      send[bn * H1P + k] = k < H1 ? s[i] : T(0);
+    for (int i = 0; i < 4; ++i) {
+      const long bn = bn0 + g * 4 + i;
+      if (bn < BN) {
+        recv[bn * H1P + k] = k < H1 ? r[i] + bias : T(0);
+        send[bn * H1P + k] = k < H1 ? s[i] : T(0);
+      }
     }
   }
 }

@@ -10,16 +10,25 @@ namespace mimo_fast {
 namespace mpnn_cuda {
 
 // ------------------------------------------------------------------ device helpers
+// A misaligned vector access faults on a GPU; the CPU emulation (tests) checks every one.
+#ifdef MIMO_FAST_CUDA_EMULATION
+#define MPNN_CHECK_ALIGNED(p, bytes) emulation_check_aligned(p, bytes, __FILE__, __LINE__)
+#else
+#define MPNN_CHECK_ALIGNED(p, bytes) ((void)0)
+#endif
+
 // Vector loads/stores of n consecutive values (16-byte aligned when n * sizeof(T) >= 16).
 template <int n>
 __device__ __forceinline__ void ldv(const float* p, float* v) {
   if constexpr (n % 4 == 0) {
 #pragma unroll
     for (int i = 0; i < n; i += 4) {
+      MPNN_CHECK_ALIGNED(p + i, 16);
       float4 x = *reinterpret_cast<const float4*>(p + i);
       v[i] = x.x; v[i + 1] = x.y; v[i + 2] = x.z; v[i + 3] = x.w;
     }
   } else if constexpr (n == 2) {
+    MPNN_CHECK_ALIGNED(p, 8);
     float2 x = *reinterpret_cast<const float2*>(p);
     v[0] = x.x; v[1] = x.y;
   } else {
@@ -33,6 +42,7 @@ __device__ __forceinline__ void ldv(const double* p, double* v) {
   if constexpr (n % 2 == 0) {
 #pragma unroll
     for (int i = 0; i < n; i += 2) {
+      MPNN_CHECK_ALIGNED(p + i, 16);
       double2 x = *reinterpret_cast<const double2*>(p + i);
       v[i] = x.x; v[i + 1] = x.y;
     }
@@ -43,9 +53,11 @@ __device__ __forceinline__ void ldv(const double* p, double* v) {
 }
 
 __device__ __forceinline__ void st4(float* p, const float* v) {
+  MPNN_CHECK_ALIGNED(p, 16);
   *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
 }
 __device__ __forceinline__ void st4(double* p, const double* v) {
+  MPNN_CHECK_ALIGNED(p, 16);
   *reinterpret_cast<double2*>(p) = make_double2(v[0], v[1]);
   *reinterpret_cast<double2*>(p + 2) = make_double2(v[2], v[3]);
 }

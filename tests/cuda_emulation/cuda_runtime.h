@@ -59,6 +59,12 @@ inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int) {
   return cudaSuccess;
 }
 
+// A GPU faults on a misaligned vector access; x86 does not, so the emulation checks them.
+[[noreturn]] void emulation_fail(const char* what, const char* file, int line);
+inline void emulation_check_aligned(const void* p, int bytes, const char* file, int line) {
+  if (reinterpret_cast<std::uintptr_t>(p) % bytes != 0) emulation_fail("misaligned vector access", file, line);
+}
+
 inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
 

@@ -5,6 +5,8 @@
 
 #include <atomic>
 #include <barrier>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
@@ -32,6 +34,11 @@ std::atomic<int> sync_count{0};
 double shuffle[32][32];
 
 }  // namespace
+
+void emulation_fail(const char* what, const char* file, int line) {
+  std::fprintf(stderr, "CUDA emulation: %s at %s:%d (block %u, thread %u)\n", what, file, line, blockIdx.x, threadIdx.x);
+  std::abort();  // a kernel fault: the test process dies, as the GPU context would
+}
 
 void __syncthreads() { block_barrier->arrive_and_wait(); }
 
