@@ -12,6 +12,7 @@ namespace mimo_fast {
 void bind_screen_values_cuda(py::module_& m);
 void bind_ep_lmmse_cuda(py::module_& m);  // csrc/ep_lmmse/ep_lmmse.cu
 void bind_amp_step_cuda(py::module_& m);  // csrc/amp_step/amp_step.cu
+void bind_mpnn_message_sum_cuda(py::module_& m);  // csrc/mpnn_message_sum/mpnn_message_sum.cu
 }  // namespace mimo_fast
 
 namespace {
@@ -54,4 +55,5 @@ PYBIND11_MODULE(_C_cuda, m) {
   mimo_fast::bind_screen_values_cuda(m);
   mimo_fast::bind_ep_lmmse_cuda(m);
   mimo_fast::bind_amp_step_cuda(m);
+  mimo_fast::bind_mpnn_message_sum_cuda(m);
 }

@@ -8,3 +8,4 @@ machine without a GPU, where the backend reports itself unavailable with the rea
 """
 from mimo_fast.ops.cuda import amp_step  # noqa: F401
 from mimo_fast.ops.cuda import ep_lmmse  # noqa: F401
+from mimo_fast.ops.cuda import mpnn_message_sum  # noqa: F401
