@@ -315,6 +315,7 @@ def emulate(path):
     spec.loader.exec_module(emu)
     from mimo_fast.ops.cuda import mpnn_message_sum as glue
     _ext.C_CUDA = emu
+    glue._launch_config.cache_clear()
     glue._launch_context = lambda t: (contextlib.nullcontext(), 0)
     cuda = registry.get_backend("cuda")
     cuda.devices, cuda.unavailable = ("cuda", "cpu"), lambda: None

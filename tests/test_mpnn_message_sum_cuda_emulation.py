@@ -77,6 +77,7 @@ def on_emulation(emu, monkeypatch):
     monkeypatch.setattr(_ext, "C_CUDA", emu)
     monkeypatch.setattr(glue, "_launch_context", lambda t: (contextlib.nullcontext(), 0))
     glue.device_limits.cache_clear()
+    glue._launch_config.cache_clear()
     new_empty = torch.Tensor.new_empty
 
     def nan_empty(self, *size, **kw):
@@ -85,6 +86,7 @@ def on_emulation(emu, monkeypatch):
     monkeypatch.setattr(torch.Tensor, "new_empty", nan_empty)
     yield emu
     glue.device_limits.cache_clear()
+    glue._launch_config.cache_clear()
 
 
 def _mask(B, N, seed):

@@ -47,7 +47,8 @@ void backward(int dtype, std::uintptr_t grad, std::uintptr_t node, std::uintptr_
                    cptr<T>(w3), cptr<T>(grad), reinterpret_cast<const unsigned char*>(mask), mptr<T>(s),
                    mptr<T>(grecv), mptr<T>(gsend_part), mptr<T>(gedge), mptr<T>(part_w2), mptr<T>(part_b2),
                    mptr<T>(part_we), B, c.items, int(c.G), c.RG, int(N), int(F), int(E), int(H1), int(H2),
-                   int(Fo), c.H1P, c.H2P, c.CW, c.bwd.TC, c.bwd.TR, c.bwd.BM, c.bwd.BJ, c.bwd.RN};
+                   int(Fo), c.H1P, c.H2P, c.CW, c.bwd.TC, c.bwd.TR, c.bwd.BM, c.bwd.BJ, c.bwd.RN,
+                   bwd_smem(c.bwd.BM, c.bwd.TR, c.bwd.BJ, c.RG, c.CW, c.H1P, c.H2P, int(E), c.sz)};
     bool launched = true;
     switch (c.bwd.TM) {
       case 1: launch_bwd_tiled<T, 1>(c, p, st); break;

@@ -49,6 +49,7 @@ struct BwdParams {
   int G, RG;
   int N, F, E, H1, H2, Fo, H1P, H2P, CW;
   int TC, TR, BM, BJ, RN;
+  BwdSmem L;       // shared-memory layout (kernel parameters: no registers held for it)
 };
 
 // 4x4 block of gW2 (rows h2 = 4hq.., columns k = k0 + 4cq..) += sum over rows [r0, r1) of
@@ -91,7 +92,7 @@ __global__ void __launch_bounds__(kThreads, 2) bwd_kernel(BwdParams<T> p) {
   constexpr int TN = 4;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int N = p.N, E = p.E, BM = p.BM, BJ = p.BJ, RN = p.RN, H1P = p.H1P, H2P = p.H2P, CW = p.CW;
-  const BwdSmem L = bwd_smem(BM, p.TR, BJ, p.RG, CW, H1P, H2P, E, int(sizeof(T)));
+  const BwdSmem& L = p.L;
   auto at = [&](long off) { return reinterpret_cast<T*>(smem_raw + off); };
   T *wet = at(L.wet), *gwes = at(L.gwes), *gs_t = at(L.gs_t), *gs = at(L.gs), *hs = at(L.hs);
   T *w2s = at(L.w2s), *es = at(L.es), *ge = at(L.ge), *gsr = at(L.gsr), *ssum = at(L.ssum);

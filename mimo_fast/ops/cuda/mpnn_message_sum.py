@@ -44,10 +44,15 @@ def _dtype_code(t: torch.Tensor) -> int:
     return _ext.DTYPE_CODES[str(t.dtype).removeprefix("torch.")]
 
 
+@functools.lru_cache(maxsize=256)
+def _launch_config(sizes: tuple, code: int, limits: tuple) -> dict:
+    return _ext.C_CUDA.mpnn_message_sum_launch_config(*sizes, code, *limits)
+
+
 def launch_config(node, edge, w1, w2, w3) -> dict:
-    """Launch geometry for these inputs on their device (see the C++ make_config)."""
-    return _ext.C_CUDA.mpnn_message_sum_launch_config(
-        *_sizes(node, edge, w1, w2, w3), _dtype_code(node), *device_limits(node.device.index or 0))
+    """Launch geometry for these inputs on their device (see the C++ make_config); cached
+    per sizes, so dispatch's refusal check and the launch share one computation. Read-only."""
+    return _launch_config(_sizes(node, edge, w1, w2, w3), _dtype_code(node), device_limits(node.device.index or 0))
 
 
 def refuse(node, edge, w1, b1, w2, b2, w3, b3) -> Optional[str]:
