@@ -80,6 +80,36 @@ def test_mixed_masks_in_one_batch(key):
             torch.testing.assert_close(out.logits[b, cols], alone.logits[0], rtol=1e-9, atol=1e-9)
 
 
+def test_gepnet_with_the_gaussian_cavity_is_ep():
+    """With the GNN step replaced by the Gaussian cavity N(x_obs, v_obs) itself, GEPNet's
+    iterations (6)-(10) are classical EP's, so the outputs agree (T = 10, eta = 0.7)."""
+    class Plain(type(model("gepnet"))):
+        def _refine(self, u, g, edge, attr, node_mask, Nt):
+            levels = self.constellation.real_levels.to(attr.dtype)
+            return u, g, -(levels - attr[..., :1]).square() / (2 * attr[..., 1:])
+
+    det = Plain(16, iterations=10, **SMALL).double()
+    H, y, nv, _ = system(B=20, nr=8, nt=6, snr_db=14.0)
+    with torch.no_grad():
+        a, b = det(y, H, nv), detect.make("ep", 16)(y, H, nv)
+    torch.testing.assert_close(a.logits.softmax(-1), b.logits.softmax(-1), rtol=1e-7, atol=1e-9)
+
+
+def test_ampgnn_with_the_gaussian_posterior_is_amp():
+    """With the MPNN step replaced by the AWGN model r = x + CN(0, Sigma) (eq. 7), AMP-GNN is
+    Algorithm 1's AMP (T = 10)."""
+    class Plain(type(model("ampgnn"))):
+        def _refine(self, u, g, edge, d, node_mask):
+            levels = self.constellation.real_levels.to(d.dtype)
+            return u, g, -(levels - d[..., :1]).square() / d[..., 1:]
+
+    det = Plain(16, iterations=10, **SMALL).double()
+    H, y, nv, _ = system(B=20, nr=16, nt=6, snr_db=14.0)
+    with torch.no_grad():
+        a, b = det(y, H, nv), detect.make("amp", 16)(y, H, nv)
+    torch.testing.assert_close(a.logits.softmax(-1), b.logits.softmax(-1), rtol=1e-7, atol=1e-9)
+
+
 @pytest.mark.parametrize("key", MODELS)
 def test_gradient_reaches_every_parameter(key):
     det = model(key)

@@ -61,6 +61,12 @@ class AMPGNN(GraphDetector):
                                node_size=node_size, message_hidden=message_hidden, gru_size=gru_size,
                                readout_hidden=readout_hidden, rounds=rounds)
 
+    def _refine(self, u, g, edge, d, node_mask):
+        """The MPNN step: L rounds of (15)-(17) with attribute ``d = [r, Sigma]`` (13), then
+        the readout (18). Returns ``(u, g, PAM logits)``."""
+        u, g = self.mpnn(u, g, edge, d, node_mask)
+        return u, g, self.mpnn.readout(u)
+
     def _run(self, y, H, noise_var, mask) -> list:
         """``(PAM logits (B, 2Nt, L), x_hat (B, Nt))`` of every layer."""
         self._check_params(H)
@@ -79,8 +85,7 @@ class AMPGNN(GraphDetector):
         for _ in range(self.iterations):
             r, Sigma, z, V = ops.amp_step(H_amp, y, x, v, z_prev, V_prev, s2, backend=self.backend)  # (8a)-(8d)
             d = torch.stack([torch.cat([r.real, r.imag], 1), torch.cat([Sigma, Sigma], 1)], -1)      # (13)
-            u, g = self.mpnn(u, g, edge, d, node_mask)                                               # (15)-(17)
-            lg = self.mpnn.readout(u)                                                                # (18)
+            u, g, lg = self._refine(u, g, edge, d, node_mask)
             xs, vs = moments(lg.softmax(-1), levels)                                                 # (29)-(30)
             x = torch.where(mask, torch.complex(xs[:, :Nt], xs[:, Nt:]), torch.zeros((), dtype=H.dtype, device=H.device))
             v = torch.where(mask, vs[:, :Nt] + vs[:, Nt:], zero)

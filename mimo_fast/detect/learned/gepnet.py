@@ -94,6 +94,12 @@ class GEPNet(GraphDetector):
             return self.mpnn.readout(u)
         return self.mpnn.readout(torch.cat([u[:, :Nt], u[:, Nt:]], -1))
 
+    def _refine(self, u, g, edge, attr, node_mask, Nt: int):
+        """The GNN step: L rounds (E2E 1-2) from the cavity ``attr = [x_obs, v_obs]``, then
+        the readout (3a). Returns ``(u, g, logits)``."""
+        u, g = self.mpnn(u, g, edge, attr, node_mask)
+        return u, g, self._read(u, Nt)
+
     def _posterior(self, lg: Tensor, dtype, device):
         """(8): mean and variance of the real nodes under the readout's distribution."""
         c = self.constellation
@@ -126,8 +132,7 @@ class GEPNet(GraphDetector):
             mu, Sigma = ops.ep_lmmse(gram, rhs, lam, gam, backend=self.backend)          # (6)
             v_obs = (Sigma / (1 - Sigma * lam)).clamp_min(self.v_min)                     # (7b)
             x_obs = v_obs * (mu / Sigma - gam)                                            # (7c)
-            u, g = self.mpnn(u, g, edge, torch.stack([x_obs, v_obs], -1), node_mask)     # (1)-(2)
-            lg = self._read(u, Nt)                                                        # (3a)
+            u, g, lg = self._refine(u, g, edge, torch.stack([x_obs, v_obs], -1), node_mask, Nt)
             outs.append(lg)
             if t == self.iterations - 1:
                 break
