@@ -76,7 +76,7 @@ class AMPGNN(GraphDetector):
         _, _, f, edge, node_mask = real_graph(H, y, mask, s2, 1.0)       # (14), f_jn = [a_n^T a_j, s2]
         H_amp = torch.where(mask[:, None, :], H, torch.full((), 1 / math.sqrt(Nr), dtype=H.dtype, device=H.device))
         levels = self.constellation.real_levels.to(dtype=real, device=H.device)
-        zero = torch.zeros((), dtype=real, device=H.device)
+        zero, czero = torch.zeros((), dtype=real, device=H.device), torch.zeros((), dtype=H.dtype, device=H.device)
         x = torch.zeros(B, Nt, dtype=H.dtype, device=H.device)
         v = torch.where(mask, torch.full((), self.constellation.energy, dtype=real, device=H.device), zero)
         z_prev, V_prev = y, torch.zeros(B, Nr, dtype=real, device=H.device)
@@ -87,7 +87,7 @@ class AMPGNN(GraphDetector):
             d = torch.stack([torch.cat([r.real, r.imag], 1), torch.cat([Sigma, Sigma], 1)], -1)      # (13)
             u, g, lg = self._refine(u, g, edge, d, node_mask)
             xs, vs = moments(lg.softmax(-1), levels)                                                 # (29)-(30)
-            x = torch.where(mask, torch.complex(xs[:, :Nt], xs[:, Nt:]), torch.zeros((), dtype=H.dtype, device=H.device))
+            x = torch.where(mask, torch.complex(xs[:, :Nt], xs[:, Nt:]), czero)
             v = torch.where(mask, vs[:, :Nt] + vs[:, Nt:], zero)
             z_prev, V_prev = z, V
             outs.append((lg, x))
