@@ -9,7 +9,11 @@ Implementations (float32, CUDA tensors):
   compiled   torch.compile(careful, mode="max-autotune")
   linalg     EP only: torch.linalg.cholesky_ex + torch.cholesky_solve + torch.cholesky_inverse
   reference  backend="reference" (the package's pure-PyTorch op)
-  triton     backend="triton";  cuda: backend="cuda" when that backend can serve the op
+  triton     backend="triton";  cuda: backend="cuda" when that backend can serve the op;
+             both run inside ops.trusted_inputs(), i.e. without the per-call value checks
+             (NaN/inf, variances > 0) -- plain PyTorch checks nothing either
+  triton-checked / cuda-checked (fwd only): the same with the value checks on, as a user
+             calling the op directly gets it: the difference is the checks' cost
 Passes: "fwd" (forward only) and "fwd+bwd" (forward, then backward of a sum of squares).
 Every implementation's forward answer is checked against the reference once before
 timing; torch.cuda.synchronize() runs inside the timed function. extra_info records
@@ -30,7 +34,7 @@ import torch
 if not torch.cuda.is_available():
     pytest.skip("no CUDA device: the GPU benchmarks need one", allow_module_level=True)
 
-from mimo_fast.ops import amp_step, ep_lmmse, mpnn_message_sum, registry  # noqa: E402
+from mimo_fast.ops import amp_step, ep_lmmse, mpnn_message_sum, registry, validate  # noqa: E402
 from mimo_fast.bench.baselines import (amp_eager, amp_naive, ep_inv, ep_linalg, ep_triangular,  # noqa: E402
                                      mpnn_careful, mpnn_naive)
 
@@ -118,7 +122,7 @@ OPS = {
     "ep": (EP, ep_inputs, ep_lmmse, "ep_lmmse", ep_inv, ep_triangular, ep_linalg, ep_flops_bytes),
     "amp": (AMP, amp_inputs, amp_step, "amp_step", amp_naive, amp_eager, None, amp_flops_bytes),
 }
-IMPLS = ["naive", "careful", "compiled", "linalg", "reference", "triton", "cuda"]
+IMPLS = ["naive", "careful", "compiled", "linalg", "reference", "triton", "cuda", "triton-checked", "cuda-checked"]
 _COMPILED = {}
 
 
@@ -134,7 +138,13 @@ def _impl(op, name):
         return _COMPILED[op]
     if name == "linalg":
         return linalg
-    return lambda *a: fn(*a, backend=name)
+    if name.endswith("-checked"):
+        return lambda *a: fn(*a, backend=name[:-len("-checked")])
+
+    def trusted(*a):
+        with validate.trusted_inputs():
+            return fn(*a, backend=name)
+    return trusted
 
 
 def _sq_sum(out):
@@ -143,15 +153,15 @@ def _sq_sum(out):
 
 
 CASES = [(op, key, impl, p) for op, spec in OPS.items() for key in spec[0] for impl in IMPLS for p in PASSES
-         if not (impl == "linalg" and spec[6] is None)]
+         if not (impl == "linalg" and spec[6] is None) and not (impl.endswith("-checked") and p != "fwd")]
 
 
 @pytest.mark.parametrize("op,key,impl,pass_", CASES, ids=["-".join(c) for c in CASES])
 def test_gpu(benchmark, op, key, impl, pass_):
     shapes, make, fn, opname, *_, flops_bytes = OPS[op]
     args = make(key)
-    if impl in ("triton", "cuda"):
-        why = _backend_ok(opname, tuple(args), impl)
+    if impl.split("-")[0] in ("triton", "cuda"):
+        why = _backend_ok(opname, tuple(args), impl.split("-")[0])
         if why:
             pytest.skip(f"{impl}: {why}")
     f = _impl(op, impl)
@@ -178,4 +188,42 @@ def test_gpu(benchmark, op, key, impl, pass_):
     best = benchmark.stats.stats.min
     benchmark.extra_info.update(
         tflops=scale[0] * flops / best / 1e12, gbps=scale[1] * nbytes / best / 1e9,
-        flops=scale[0] * flops, bytes=scale[1] * nbytes, gpu=torch.cuda.get_device_name(), shape=key)
+        flops=scale[0] * flops, bytes=scale[1] * nbytes, gpu=torch.cuda.get_device_name(), shape=key,
+        op=opname, impl=impl, mode=pass_)
+
+
+# ------------------------------------------------------------------ device peaks
+# What the kernels are measured against: the copy bandwidth (bytes read + written by a
+# device-to-device copy of 1 GiB) and the IEEE fp32 matmul rate (TF32 off, as the kernels
+# must keep fp32 accuracy), both measured here in the same run.
+def test_peak_copy(benchmark):
+    src = torch.empty(2**28, dtype=torch.float32, device=DEV).normal_()
+    dst = torch.empty_like(src)
+
+    def run():
+        dst.copy_(src)
+        torch.cuda.synchronize()
+    run()
+    benchmark.pedantic(run, rounds=10, iterations=1, warmup_rounds=2)
+    nbytes = 2 * src.numel() * 4
+    benchmark.extra_info.update(gbps=nbytes / benchmark.stats.stats.min / 1e9, bytes=nbytes,
+                                gpu=torch.cuda.get_device_name(), op="peak", impl="copy", mode="fwd", shape="1GiB")
+
+
+def test_peak_matmul_fp32(benchmark):
+    n = 8192
+    a, b = (torch.randn(n, n, device=DEV) for _ in range(2))
+    prev = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        def run():
+            c = a @ b
+            torch.cuda.synchronize()
+            return c
+        run()
+        benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=1)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = prev
+    benchmark.extra_info.update(tflops=2 * n**3 / benchmark.stats.stats.min / 1e12, flops=2 * n**3,
+                                gpu=torch.cuda.get_device_name(), op="peak", impl="matmul-fp32", mode="fwd",
+                                shape=f"{n}^3")

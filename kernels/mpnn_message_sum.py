@@ -39,11 +39,22 @@ if _SUM is None:  # a Triton without that private name: same reduction, slower i
 
 
 @triton.jit
+def _dot(a, b, PREC: tl.constexpr, FMA: tl.constexpr):
+    """a @ b: tl.dot on tensor cores, or (FMA, float64) a broadcast multiply and sum:
+    Triton's float64 MMA path rejects the wider K tiles (an assertion in its MMAv2
+    lowering, seen on sm_90 with Triton 3.6), and float64 is for checks, not speed."""
+    if FMA:
+        return tl.reduce(a[:, :, None] * b[None, :, :], 1, _SUM)
+    else:
+        return tl.dot(a, b, input_precision=PREC)
+
+
+@triton.jit
 def mpnn_fwd_kernel(recv, send, edge, we, w2, b2, mask, sum_out,
                     N, H1, H2, E, s_eb, s_en, s_ej, s_ee, s_wh, s_we, s_2o, s_2i,
                     HAS_EDGE: tl.constexpr, HAS_MASK: tl.constexpr, BN: tl.constexpr,
                     BJ: tl.constexpr, BH1: tl.constexpr, BH2: tl.constexpr, BE: tl.constexpr,
-                    PREC: tl.constexpr):
+                    PREC: tl.constexpr, FMA: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     n0 = tl.program_id(1) * BN
     row = tl.arange(0, BN * BJ)
@@ -70,8 +81,8 @@ def mpnn_fwd_kernel(recv, send, edge, we, w2, b2, mask, sum_out,
         if HAS_EDGE:
             ed = tl.load(edge + b * s_eb + n[:, None] * s_en + j[:, None] * s_ej + e[None, :] * s_ee,
                          mask=valid[:, None] & (e < E)[None, :], other=0.0)
-            p1 += tl.dot(ed, wet, input_precision=PREC)
-        p2 = tl.dot(tl.maximum(p1, 0.0), w2t, input_precision=PREC) + b2v[None, :]
+            p1 += _dot(ed, wet, PREC, FMA)
+        p2 = _dot(tl.maximum(p1, 0.0), w2t, PREC, FMA) + b2v[None, :]
         m2 = tl.where(valid[:, None], tl.maximum(p2, 0.0), 0.0)
         acc += tl.reduce(tl.reshape(m2, [BN, BJ, BH2]), 1, _SUM)
     nn = n0 + tl.arange(0, BN)
@@ -84,7 +95,7 @@ def mpnn_bwd_kernel(recv, send, edge, we, w2, b2, mask, gs,
                     N, H1, H2, E, TILES, NT, s_eb, s_en, s_ej, s_ee, s_wh, s_we, s_2o, s_2i,
                     HAS_EDGE: tl.constexpr, HAS_MASK: tl.constexpr, BN: tl.constexpr,
                     BJ: tl.constexpr, BH1: tl.constexpr, BH2: tl.constexpr, BE: tl.constexpr,
-                    PREC: tl.constexpr):
+                    PREC: tl.constexpr, FMA: tl.constexpr):
     pid = tl.program_id(0)
     row = tl.arange(0, BN * BJ)
     h1 = tl.arange(0, BH1)
@@ -120,15 +131,15 @@ def mpnn_bwd_kernel(recv, send, edge, we, w2, b2, mask, gs,
             if HAS_EDGE:
                 ed = tl.load(edge + b * s_eb + n[:, None] * s_en + j[:, None] * s_ej + e[None, :] * s_ee,
                              mask=valid[:, None] & in_e[None, :], other=0.0)
-                p1 += tl.dot(ed, wet, input_precision=PREC)
+                p1 += _dot(ed, wet, PREC, FMA)
             a1 = tl.maximum(p1, 0.0)
-            p2 = tl.dot(a1, w2t, input_precision=PREC) + b2v[None, :]
+            p2 = _dot(a1, w2t, PREC, FMA) + b2v[None, :]
             live = valid[:, None] & (p2 > 0.0)
             acc_s += tl.reduce(tl.reshape(tl.where(live, p2, 0.0), [BN, BJ, BH2]), 1, _SUM)
             gp2 = tl.where(live, g2, 0.0)
-            acc_w2 += tl.dot(tl.trans(gp2), a1, input_precision=PREC)
+            acc_w2 += _dot(tl.trans(gp2), a1, PREC, FMA)
             acc_b2 += tl.reduce(gp2, 0, _SUM)
-            gp1 = tl.where(p1 > 0.0, tl.dot(gp2, w2m, input_precision=PREC), 0.0)
+            gp1 = tl.where(p1 > 0.0, _dot(gp2, w2m, PREC, FMA), 0.0)
             acc_r += tl.reduce(tl.reshape(gp1, [BN, BJ, BH1]), 1, _SUM)
             jj = j0 + tl.arange(0, BJ)
             tl.atomic_add(gsend + (b * N + jj)[:, None] * H1 + h1[None, :],
@@ -137,8 +148,8 @@ def mpnn_bwd_kernel(recv, send, edge, we, w2, b2, mask, gs,
             if HAS_EDGE:
                 pair = (n < N) & (j < N)                     # every pair is written (zeros if not valid)
                 tl.store(gedge + ((b * N + n) * N + j)[:, None] * E + e[None, :],
-                         tl.dot(gp1, wem, input_precision=PREC), mask=pair[:, None] & in_e[None, :])
-                acc_we += tl.dot(tl.trans(gp1), ed, input_precision=PREC)
+                         _dot(gp1, wem, PREC, FMA), mask=pair[:, None] & in_e[None, :])
+                acc_we += _dot(tl.trans(gp1), ed, PREC, FMA)
         nn = n0 + tl.arange(0, BN)
         out = (b * N + nn)[:, None]
         tl.store(sum_out + out * H2 + h2[None, :], acc_s, mask=(nn < N)[:, None] & in_h2[None, :])

@@ -21,6 +21,126 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return info.main()
 
 
+TRAIN_HELP = """Train a learned detector on fresh random data (docs/training.md).
+
+Writes DIR/last.safetensors + DIR/last.state.pt (a checkpoint every --val-every steps and at
+the end), DIR/best.safetensors (best validation metric) and DIR/log.jsonl (one line per
+validation: step, loss, lr, val_loss, val_ser, wall). --resume continues the run in DIR
+(same options; --steps may grow) and gives the parameters an uninterrupted run would.
+Data-parallel: torchrun --nproc-per-node K -m mimo_fast.cli train ... (--batch is per rank).
+"""
+
+
+def _model_option(text: str):
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    import json
+    try:
+        return key.replace("-", "_"), json.loads(value)
+    except json.JSONDecodeError:
+        return key.replace("-", "_"), value
+
+
+def _add_train(sub) -> None:
+    from mimo_fast.detect import REGISTRY
+    from mimo_fast.detect.learned import LearnedDetector
+    from mimo_fast.simulate import _rho
+
+    models = [n for n, cls in REGISTRY.items() if issubclass(cls, LearnedDetector)]
+    p = sub.add_parser("train", help="train a learned detector (checkpoints, --resume, torchrun)",
+                       description=TRAIN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", choices=models, metavar="MODEL", help="one of: " + " ".join(models))
+    p.add_argument("--nr", type=int, default=8, help="receive antennas (default 8)")
+    p.add_argument("--nt", type=int, default=8, help="users: the model's maximum (default 8)")
+    p.add_argument("--nt-min", type=int, default=None,
+                   help="fewest users in a sample (default --nt); the rest are masked")
+    p.add_argument("--mod", default="qam16", help="qam4, qam16, qam64, qam256 (default qam16)")
+    p.add_argument("--snr-min", type=float, default=10.0, help="SNR range in dB, uniform per sample")
+    p.add_argument("--snr-max", type=float, default=20.0)
+    p.add_argument("--channel", choices=("rayleigh", "kronecker"), default="rayleigh")
+    p.add_argument("--rho-rx", type=_rho, default=None, help="kronecker receive correlation R or LOW,HIGH")
+    p.add_argument("--rho-tx", type=_rho, default=None, help="kronecker transmit correlation R or LOW,HIGH")
+    p.add_argument("--steps", type=int, default=1000, help="optimizer steps in total (default 1000)")
+    p.add_argument("--batch", type=int, default=256, help="samples per step and rank (default 256)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--lr-factor", type=float, default=0.5, help="plateau: lr multiplier (default 0.5)")
+    p.add_argument("--min-lr", type=float, default=0.0, help="plateau: lowest lr (default 0)")
+    p.add_argument("--plateau-metric", choices=("loss", "ser"), default="loss",
+                   help="validation metric for the plateau scheduler and best.safetensors")
+    p.add_argument("--val-every", type=int, default=100, help="validate and checkpoint every N steps")
+    p.add_argument("--val-batches", type=int, default=4, help="validation batches (of --batch) per rank")
+    p.add_argument("--patience", type=int, default=5, help="plateau: validations without improvement")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, metavar="DIR", help="run folder (checkpoints, log, weights)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--model-option", type=_model_option, action="append", default=[], metavar="KEY=VALUE",
+                   help="constructor option of the model (repeatable; VALUE read as JSON when it parses)")
+    p.add_argument("--backend", default=None, help="op backend for the model (reference, cpu, ...)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import shlex
+
+    import torch
+
+    from mimo_fast import comm
+    from mimo_fast.detect import REGISTRY
+    from mimo_fast.train import checkpoint, data, dist, loop
+
+    def fail(msg: str) -> int:
+        print(f"mimo-fast train: error: {msg}", file=sys.stderr)
+        return 2
+
+    try:
+        data_cfg = data.DataConfig(nr=args.nr, nt=args.nt, nt_min=args.nt_min, mod=args.mod,
+                                   snr_min=args.snr_min, snr_max=args.snr_max, channel=args.channel,
+                                   rho_rx=args.rho_rx, rho_tx=args.rho_tx)
+        data_cfg.validate()
+        cfg = loop.TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, val_every=args.val_every,
+                               val_batches=args.val_batches, patience=args.patience, lr_factor=args.lr_factor,
+                               min_lr=args.min_lr, plateau_metric=args.plateau_metric, seed=args.seed)
+        cfg.validate()
+        if not args.resume and checkpoint.exists(args.out):
+            return fail(f"--out {args.out!r} already holds a run; pass --resume to continue it or choose "
+                        "another folder")
+        info = dist.setup(args.device)
+    except ValueError as e:
+        return fail(str(e))
+    try:
+        # the same initial parameters for a seed (and on every rank; rank 0's are broadcast too)
+        torch.manual_seed(data.stream_seed(args.seed, 0, 2))
+        options = dict(args.model_option)
+        model = REGISTRY[args.model](comm.from_name(args.mod), nr=args.nr, nt=args.nt,
+                                     backend=args.backend, **options)
+        command = "mimo-fast " + shlex.join(getattr(args, "_argv", sys.argv[1:]))
+        trainer = loop.Trainer(model, data_cfg, cfg, info, out=args.out,
+                               record={"command": command}, progress=not args.no_progress)
+        if args.resume:
+            trainer.resume()
+        if info.is_main:
+            print(f"train {model.name}: {args.nr}x{args.nt} {data_cfg.mod} {data_cfg.channel}, SNR "
+                  f"{args.snr_min:g}-{args.snr_max:g} dB, step {trainer.step}/{cfg.steps}, batch {cfg.batch}"
+                  f" x {info.world} rank(s) on {info.device}, {sum(p.numel() for p in trainer.params)} "
+                  f"parameters -> {args.out}", file=sys.stderr)
+        val = trainer.train()
+        if info.is_main:
+            shown = ", ".join(f"val_{k} {v:.4g}" for k, v in val.items())
+            where = f"{args.out}/{checkpoint.LAST_WEIGHTS}"
+            if trainer.interrupted:
+                print(f"stopped at step {trainer.step}; continue with --resume ({where})", file=sys.stderr)
+            else:
+                print(f"done: step {trainer.step}, {trainer.elapsed:.1f} s, {shown} -> {where}", file=sys.stderr)
+        return 130 if trainer.interrupted else 0
+    except (ValueError, TypeError, FloatingPointError) as e:
+        return fail(str(e))
+    finally:
+        dist.teardown(info)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mimo-fast", description="Fast learned and classical MIMO detection.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -32,12 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_simulate(sub)
     add_bench(sub)
+    _add_train(sub)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args._argv = list(argv) if argv is not None else sys.argv[1:]   # recorded by train
     return int(args.func(args) or 0)
 
 

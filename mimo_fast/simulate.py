@@ -67,7 +67,6 @@ def _init_distributed():
 
 def run(args: argparse.Namespace) -> int:
     from mimo_fast import comm, detect
-    from mimo_fast.detect.learned import WeightsError
     from mimo_fast.eval import SimConfig, format_table, plot, simulate
 
     def fail(msg: str) -> int:
@@ -84,11 +83,10 @@ def run(args: argparse.Namespace) -> int:
                     f"version of mimo_fast (no shipped weights: none are shipped yet"
                     f"{'; --weights cannot load them either' if args.weights else ''}). "
                     f"Available: {' '.join(detect.REGISTRY)}")
-    trained = [d for d in dict.fromkeys(args.detector) if issubclass(detect.REGISTRY[d], detect.LearnedDetector)]
-    if args.weights and not trained:
-        print("mimo-fast simulate: note: --weights ignored (no learned detector selected)", file=sys.stderr)
-    if args.weights and len(trained) > 1:
-        return fail(f"--weights holds one model but several learned detectors were selected: {' '.join(trained)}")
+    from mimo_fast.detect.learned import LearnedDetector
+    trained = [d for d in args.detector if issubclass(detect.REGISTRY[d], LearnedDetector)]
+    if args.weights and len(trained) != 1:
+        return fail(f"--weights needs exactly one learned detector, got {len(trained)}")
     cfg = SimConfig(nr=args.nr, nt=args.nt, mod=constellation.name, channel=args.channel,
                     rho_rx=args.rho_rx, rho_tx=args.rho_tx, csi_error_var=args.csi_error_var,
                     min_errors=args.min_errors, max_symbols=args.max_symbols, batch=args.batch,
@@ -97,13 +95,9 @@ def run(args: argparse.Namespace) -> int:
         return fail("--rho-rx/--rho-tx need --channel kronecker")
     try:
         cfg.validate()
-        dets = {}
-        for name in dict.fromkeys(args.detector):
-            extra = dict(nr=args.nr, nt=args.nt, weights=args.weights) if name in trained else {}
-            try:
-                dets[name] = detect.make(name, constellation, backend=args.backend, **extra)
-            except WeightsError as e:
-                return fail(f"learned detector {name!r} is not available with these weights: {e}")
+        dets = {name: detect.make(name, constellation, backend=args.backend,
+                                  **({"nr": args.nr, "nt": args.nt, "weights": args.weights} if name in trained else {}))
+                for name in dict.fromkeys(args.detector)}
         started = _init_distributed()
         import torch.distributed as dist
         rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0

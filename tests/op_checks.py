@@ -54,7 +54,7 @@ def check_grads(fn, oracle, sample: Sample, backend: str, seed: int = 0):
         ref_args[i].requires_grad_()
     got, want = _as_tuple(fn(*args, backend=backend)), _as_tuple(oracle(*ref_args))
     g = torch.Generator().manual_seed(seed)
-    proj = [torch.randn(w.shape, generator=g, dtype=w.dtype) for w in want]
+    proj = [torch.randn(w.shape, generator=g, dtype=w.dtype).to(w.device) for w in want]
     loss = sum((o * p.to(o.dtype)).real.sum() if o.is_complex() else (o * p.to(o.dtype)).sum()
                for o, p in zip(got, proj))
     ref_loss = sum((o * p).real.sum() if o.is_complex() else (o * p).sum() for o, p in zip(want, proj))

@@ -29,11 +29,33 @@ def _gen(seed):
 
 def _noncontig(t: torch.Tensor) -> torch.Tensor:
     """Same values, non-contiguous memory (a strided view of a larger buffer)."""
-    big = torch.empty(*t.shape, 2, dtype=t.dtype)
+    big = torch.empty(*t.shape, 2, dtype=t.dtype, device=t.device)
     big[..., 0] = t
     out = big[..., 0]
     assert not out.is_contiguous() or t.numel() <= 1
     return out
+
+
+def _to_cuda(t):
+    if not isinstance(t, torch.Tensor):
+        return t
+    moved = t.to("cuda")
+    return moved if t.is_contiguous() or t.numel() <= 1 else _noncontig(moved)
+
+
+def with_cuda(samples: list) -> list:
+    """The CPU samples, plus (when a GPU is present) copies of each on CUDA, same values
+    and the same memory layouts, named ``<name>-cuda``: the GPU backends (triton, cuda) and
+    the reference on CUDA tensors are then checked by the same generic tests."""
+    if not torch.cuda.is_available():
+        return samples
+    return samples + [Sample(f"{s.name}-cuda", tuple(_to_cuda(a) for a in s.args), dict(s.kwargs))
+                      for s in samples]
+
+
+def opcheck_samples(samples: list) -> list:
+    """The first three CPU samples and, with a GPU, the first CUDA one (opcheck is slow)."""
+    return samples[:3] + [s for s in samples if s.name.endswith("-cuda")][:1]
 
 
 # ----------------------------------------------------------------- mpnn_message_sum
@@ -54,6 +76,10 @@ def mpnn_sample(name, B, N, F, E, H1, H2, Fo, dtype, seed=0, mask=None, nonconti
 
 
 def mpnn_samples(dtype):
+    return with_cuda(_mpnn_samples(dtype))
+
+
+def _mpnn_samples(dtype):
     fully_masked = torch.tensor([[True, False, True, True, False],
                                  [False, False, False, False, False],
                                  [True, True, True, True, True]])
@@ -109,6 +135,10 @@ def ep_sample(name, B, K, dtype, seed=0, cond=None, noncontig=False, M=None):
 
 
 def ep_samples(dtype):
+    return with_cuda(_ep_samples(dtype))
+
+
+def _ep_samples(dtype):
     return [
         ep_sample("basic", 3, 5, dtype),
         ep_sample("B1", 1, 4, dtype, seed=1),
@@ -148,6 +178,10 @@ def amp_sample(name, B, M, N, dtype, seed=0, first=False, noncontig=False, noise
 
 
 def amp_samples(dtype):
+    return with_cuda(_amp_samples(dtype))
+
+
+def _amp_samples(dtype):
     return [
         amp_sample("basic", 2, 6, 4, dtype),
         amp_sample("first-iteration", 2, 5, 3, dtype, seed=1, first=True),

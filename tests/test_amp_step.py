@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import mimo_fast.ops as ops
 from op_checks import check_compile, check_gradcheck, check_grads, check_values
-from op_samples import amp_oracle, amp_sample, amp_samples, backends_for
+from op_samples import opcheck_samples, amp_oracle, amp_sample, amp_samples, backends_for
 
 OP = "amp_step"
 FN = ops.amp_step
@@ -34,7 +34,7 @@ def test_gradcheck(sample, backend):
     check_gradcheck(FN, sample, backend)
 
 
-@pytest.mark.parametrize("sample", amp_samples(torch.float64)[:3], ids=repr)
+@pytest.mark.parametrize("sample", opcheck_samples(amp_samples(torch.float64)), ids=repr)
 def test_opcheck(sample):
     args = [a.detach().clone().requires_grad_() for a in sample.args]
     torch.library.opcheck(torch.ops.mimo_fast.amp_step.default, (*args, ""))

@@ -231,7 +231,7 @@ def test_weights_errors(tmp_path):
     save_file(state, str(tmp_path / "short.safetensors"), metadata=meta)
     with pytest.raises(WeightsError, match=r"missing \['mpnn.update.bias'\]"):
         detect.make("gepnet", 16, weights=tmp_path / "short.safetensors")
-    with pytest.raises(WeightsError, match="trained for constellation 'qam16'"):
+    with pytest.raises(WeightsError, match="is for qam16, not qam4"):
         detect.make("gepnet", 4, weights=path)
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
@@ -272,4 +272,6 @@ def test_simulate_runs_a_weights_file(tmp_path, capsys):
     assert cli.main([*args, "--detector", "gepnet", "ep", "--weights", str(path)]) == 0
     assert "gepnet" in capsys.readouterr().out
     assert cli.main([*args, "--mod", "qam16", "--detector", "gepnet", "--weights", str(path)]) == 2
-    assert "trained for constellation 'qam4'" in capsys.readouterr().err
+    assert "is for qam4, not qam16" in capsys.readouterr().err
+    assert cli.main([*args, "--detector", "ampgnn"]) == 2       # no shipped ampgnn weights: listed
+    assert "no shipped weights for detector 'ampgnn'" in capsys.readouterr().err

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 import mimo_fast.ops as ops
 from op_checks import check_compile, check_gradcheck, check_grads, check_values
-from op_samples import backends_for, mpnn_oracle, mpnn_sample, mpnn_samples
+from op_samples import opcheck_samples, backends_for, mpnn_oracle, mpnn_sample, mpnn_samples
 
 OP = "mpnn_message_sum"
 FN = ops.mpnn_message_sum
@@ -33,7 +33,7 @@ def test_gradcheck(sample, backend):
     check_gradcheck(FN, sample, backend)
 
 
-@pytest.mark.parametrize("sample", mpnn_samples(torch.float64)[:3], ids=repr)
+@pytest.mark.parametrize("sample", opcheck_samples(mpnn_samples(torch.float64)), ids=repr)
 def test_opcheck(sample):
     args = [a.detach().clone().requires_grad_() if a is not None and a.dtype != torch.bool else a
             for a in sample.args]

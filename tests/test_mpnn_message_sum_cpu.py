@@ -56,7 +56,10 @@ def check(args, mask, dtype):
     leaves = [a.clone().requires_grad_() for a in args]
     out = mpnn_message_sum(*leaves, mask, backend="cpu")
     want = ref.forward(*args, mask)
-    torch.testing.assert_close(out, want, rtol=rtol, atol=atol)
+    # atol scaled by the output's size, as for the gradients below: a sum over N senders
+    # of H1-wide products rounds at that scale (seen on a 16-thread AVX-512 machine)
+    out_scale = max(1.0, want.abs().max().item()) if want.numel() else 1.0
+    torch.testing.assert_close(out, want, rtol=rtol, atol=atol * out_scale)
     if out.numel() == 0:
         return
     grad = torch.randn_like(out)

@@ -126,3 +126,28 @@ def test_triton_not_chosen_automatically_until_gpu_validated():
         if op in TRITON_GPU_VALIDATED:
             continue
         assert reason and "not yet been validated on a GPU" in reason
+
+
+def test_cuda_not_chosen_automatically_until_gpu_validated():
+    from mimo_fast.ops.backends import CUDA, CUDA_GPU_VALIDATED
+
+    if CUDA.unavailable():
+        pytest.skip(CUDA.unavailable())
+    fake = (torch.empty(2, 3, 3, device="meta"),)
+    for op in registry.OP_NAMES:
+        if op not in CUDA_GPU_VALIDATED:
+            assert "not yet been validated on a GPU" in CUDA.refusal(op, fake, explicit=False)
+
+
+def test_triton_auto_choice_policy_for_wide_mpnn():
+    """Measured: Triton's MPNN backward is slower than the reference at H1 x H2 = 128 x 64."""
+    from mimo_fast.ops.backends import TRITON_AUTO_MPNN_MAX_H1H2, _triton_auto_refusal
+
+    def args(h1, h2):
+        return (torch.empty(1, 2, 3), torch.empty(1, 2, 2, 1), torch.empty(h1, 7), torch.empty(h1),
+                torch.empty(h2, h1), torch.empty(h2), torch.empty(4, h2), torch.empty(4))
+    assert _triton_auto_refusal("mpnn_message_sum", args(64, 32)) is None
+    assert _triton_auto_refusal("mpnn_message_sum", args(16, 8)) is None
+    why = _triton_auto_refusal("mpnn_message_sum", args(128, 64))
+    assert why and "128 x 64" in why and str(TRITON_AUTO_MPNN_MAX_H1H2) in why
+    assert _triton_auto_refusal("ep_lmmse", (torch.empty(2, 64, 64),)) is None

@@ -8,6 +8,13 @@
 
 namespace py = pybind11;
 
+namespace mimo_fast {
+void bind_screen_values_cuda(py::module_& m);
+void bind_ep_lmmse_cuda(py::module_& m);  // csrc/ep_lmmse/ep_lmmse.cu
+void bind_amp_step_cuda(py::module_& m);  // csrc/amp_step/amp_step.cu
+void bind_mpnn_message_sum_cuda(py::module_& m);  // csrc/mpnn_message_sum/mpnn_message_sum.cu
+}  // namespace mimo_fast
+
 namespace {
 
 // (device_count, driver_version, runtime_version, error message or "").
@@ -45,4 +52,8 @@ PYBIND11_MODULE(_C_cuda, m) {
   m.def("device_status", &device_status,
         "(device_count, driver_version, runtime_version, error) as the CUDA runtime sees them");
   m.def("device_capability", &device_capability, py::arg("device"));
+  mimo_fast::bind_screen_values_cuda(m);
+  mimo_fast::bind_ep_lmmse_cuda(m);
+  mimo_fast::bind_amp_step_cuda(m);
+  mimo_fast::bind_mpnn_message_sum_cuda(m);
 }

@@ -8,17 +8,16 @@ from __future__ import annotations
 
 from typing import Optional
 
-import torch
 from torch import nn
 
 from mimo_fast.comm import as_constellation
 from mimo_fast.detect.base import Detector, DetectorOutput, bit_llrs
 from mimo_fast.detect.iterative import AMP, EP, OAMP
-from mimo_fast.detect.learned import weights as _weights
+from mimo_fast.detect.learned import LearnedDetector
 from mimo_fast.detect.learned.ampgnn import AMPGNN
-from mimo_fast.detect.learned.base import LearnedDetector
 from mimo_fast.detect.learned.gepnet import GEPNet
 from mimo_fast.detect.learned.gnn import GNN
+from mimo_fast.detect.learned.oampnet import OAMPNet, OAMPNet2
 from mimo_fast.detect.linear import LMMSE, MF, VBLAST, ZF
 from mimo_fast.detect.tree import ML, KBest, Sphere
 
@@ -26,10 +25,11 @@ from mimo_fast.detect.tree import ML, KBest, Sphere
 REGISTRY: dict = {
     "mf": MF, "zf": ZF, "lmmse": LMMSE, "ml": ML, "sphere": Sphere, "kbest": KBest,
     "vblast": VBLAST, "amp": AMP, "oamp": OAMP, "ep": EP,
+    "oampnet": OAMPNet, "oampnet2": OAMPNet2,
     "gnn": GNN, "gepnet": GEPNet, "ampgnn": AMPGNN,
 }
 #: learned detectors named by DESIGN.md that this version does not provide yet
-NOT_YET = ("oampnet", "oampnet2", "remimo", "e2e")
+NOT_YET = ("remimo", "e2e")
 NAMES = tuple(REGISTRY) + tuple(n for n in NOT_YET if n not in REGISTRY)
 
 
@@ -47,16 +47,9 @@ def make(name: str, constellation, *, nr: Optional[int] = None, nt: Optional[int
 
     ``options`` go to the detector (e.g. ``iterations``, ``damping`` for ep; ``k`` for
     kbest; ``backend`` for the op-based ones). Classical detectors take no ``weights``.
-
-    Learned detectors (a :class:`~mimo_fast.detect.learned.LearnedDetector`):
-
-    * ``weights=None`` (default): the shipped weights for (name, nr, nt, constellation)
-      (:func:`~mimo_fast.detect.learned.weights.find_shipped`); a ``WeightsError`` lists
-      what is shipped when none fits.
-    * ``weights=PATH``: the model stored in that file (its configuration with ``options``
-      overriding, e.g. ``backend``); it must be a ``name`` detector for ``constellation``.
-    * ``pretrained=False`` (and no ``weights``): a freshly initialised, untrained model
-      built from ``options`` (for training code and tests).
+    Learned detectors load ``weights`` (a file) or, when None, the shipped weights for
+    (name, nr, nt, constellation) (an error lists what is shipped); ``pretrained=False``
+    builds an untrained model instead (training code, tests).
     """
     if not isinstance(name, str):
         raise TypeError(f"name must be a str, got {type(name).__name__}")
@@ -68,31 +61,22 @@ def make(name: str, constellation, *, nr: Optional[int] = None, nt: Optional[int
                 f"mimo_fast (a later release adds it); available: {', '.join(REGISTRY)}")
         raise ValueError(f"unknown detector name {name!r}; choose from {', '.join(NAMES)}")
     cls = REGISTRY[key]
-    if not issubclass(cls, LearnedDetector):
-        if weights is not None:
-            raise ValueError(f"weights: detector {name!r} is classical and takes no weights")
-        return cls(constellation, nr=nr, nt=nt, **options)
-    if weights is None and not pretrained:
-        return cls(constellation, nr=nr, nt=nt, **options)
-    if weights is None:
-        weights = _weights.find_shipped(key, nr, nt, constellation)
-    det = _weights.load(weights, expect=key, registry=REGISTRY, **options)
-    _fits(det, str(weights), constellation, nr, nt)
-    return det
-
-
-def _fits(det, where: str, constellation, nr, nt) -> None:
-    """A loaded model must be for the constellation asked for and serve (nr, nt)."""
-    want = as_constellation(constellation)
-    have = det.constellation
-    if have.order != want.order or not torch.allclose(have.points, want.points, atol=1e-6):
-        raise _weights.WeightsError(f"weights: {where} was trained for constellation {have.name!r} "
-                                    f"(Q={have.order}), not {want.name!r} (Q={want.order})")
-    if nr is not None and det.nr is not None and nr != det.nr:
-        raise _weights.WeightsError(f"weights: {where} was made for nr={det.nr}, not nr={nr}")
-    if nt is not None and det.nt is not None and nt > det.nt:
-        raise _weights.WeightsError(f"weights: {where} serves at most nt={det.nt} users, asked for nt={nt}")
+    if issubclass(cls, LearnedDetector):
+        if not pretrained:
+            if weights is not None:
+                raise ValueError("weights: pass weights or pretrained=False, not both")
+            return cls(constellation, nr=nr, nt=nt, **options)
+        from mimo_fast.detect.learned import weights as files
+        c = as_constellation(constellation)
+        path = weights if weights is not None else files.find_shipped(key, nr, nt, c)
+        det = files.load(path, expect=key, **options)
+        if det.constellation.name != c.name:
+            raise files.WeightsError(f"weights: {str(path)!r} is for {det.constellation.name}, not {c.name}")
+        return det
+    if weights is not None:
+        raise ValueError(f"weights: detector {name!r} is classical and takes no weights")
+    return cls(constellation, nr=nr, nt=nt, **options)
 
 
 __all__ = ["make", "available", "REGISTRY", "NAMES", "NOT_YET", "Detector", "DetectorOutput",
-           "bit_llrs", "DetectorNotAvailableError", "LearnedDetector", "GNN", "GEPNet", "AMPGNN"]
+           "bit_llrs", "DetectorNotAvailableError"]

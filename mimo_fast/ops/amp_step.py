@@ -44,11 +44,8 @@ def check(H, y, x, v, z_prev, V_prev, noise_var) -> None:
 
 def _check_values(H, y, x, v, z_prev, V_prev, noise_var) -> None:
     if V.value_checks_enabled():
-        for name, t in zip(_NAMES, (H, y, x, v, z_prev, V_prev, noise_var)):
-            V.finite(name, t, OP)
-        V.positive("noise_var", noise_var, OP)
-        V.positive("v", v, OP, strict=False)
-        V.positive("V_prev", V_prev, OP, strict=False)
+        V.values(OP, list(zip(_NAMES, (H, y, x, v, z_prev, V_prev, noise_var))),
+                 [("noise_var", noise_var, True), ("v", v, False), ("V_prev", V_prev, False)])
 
 
 @torch.library.custom_op("mimo_fast::amp_step", mutates_args=())

@@ -62,9 +62,8 @@ def check(node, edge, w1, b1, w2, b2, w3, b3, mask) -> None:
 
 def _check_values(node, edge, w1, b1, w2, b2, w3, b3) -> None:
     if V.value_checks_enabled():
-        for name, t in (("node", node), ("edge", edge), ("w1", w1), ("b1", b1), ("w2", w2),
-                        ("b2", b2), ("w3", w3), ("b3", b3)):
-            V.finite(name, t, OP)
+        V.values(OP, [("node", node), ("edge", edge), ("w1", w1), ("b1", b1), ("w2", w2),
+                      ("b2", b2), ("w3", w3), ("b3", b3)])
 
 
 @torch.library.custom_op("mimo_fast::mpnn_message_sum", mutates_args=())

@@ -119,6 +119,77 @@ def finite(name: str, t: torch.Tensor, op: str) -> None:
         raise ValueError(f"{op}: {name} has a non-finite value ({t[idx].item()}) at index {idx}")
 
 
+def values(op: str, finite_args: Sequence, positive_args: Sequence = ()) -> None:
+    """One op call's value checks: every ``(name, t)`` in ``finite_args`` finite, then
+    every ``(name, t, strict)`` in ``positive_args`` > 0 (strict) or >= 0.
+
+    CPU tensors are scanned by the C++ helper. On a GPU each per-tensor scan would end in
+    its own device-to-host sync (an op with seven inputs paid about ten per call), so the
+    whole call is screened with one fused pass -- ``_foreach_norm`` (a NaN or inf makes
+    the 2-norm non-finite) and one ``amin`` per variance -- and a single sync; only when
+    the screen flags something (a real error, or a 2-norm that overflowed on huge finite
+    values) are the tensors scanned one by one, which raises with the name and index."""
+    dev = finite_args[0][1].device if finite_args else None
+    if dev is not None and dev.type != "cpu" and _screen_passes(finite_args, positive_args):
+        return
+    for name, t in finite_args:
+        finite(name, t, op)
+    for name, t, strict in positive_args:
+        positive(name, t, op, strict)
+
+
+def _screen_passes(finite_args, positive_args) -> bool:
+    fast = _screen_kernel(finite_args, positive_args)
+    return _screen_torch(finite_args, positive_args) if fast is None else fast
+
+
+def _screen_torch(finite_args, positive_args) -> bool:
+    reals = [torch.view_as_real(t) if t.is_complex() else t for _, t in finite_args if t.numel()]
+    flags = []
+    try:
+        norms = torch._foreach_norm(reals, 2) if reals else []
+    except (AttributeError, RuntimeError):   # private API: fall back to one sum per tensor
+        norms = [t.sum() for t in reals]
+    flags += [torch.isfinite(n.float()) for n in norms]
+    for _, t, strict in positive_args:
+        if t.numel():
+            m = t.amin()
+            flags.append(m > 0 if strict else m >= 0)
+    return not flags or bool(torch.stack(flags).all())
+
+
+def _screen_kernel(finite_args, positive_args) -> Optional[bool]:
+    """The screen as one CUDA launch (csrc/common/screen_values.cu) when the CUDA
+    extension is there and the tensors are contiguous CUDA tensors of one real dtype;
+    None when it cannot be used (then the torch screen runs)."""
+    ext = _ext.C_CUDA
+    if ext is None or not hasattr(ext, "screen_values"):
+        return None
+    kinds = {id(t): (1 if strict else 2) for _, t, strict in positive_args}
+    reals, kind_list = [], []
+    for _, t in finite_args:
+        if t.numel() == 0:
+            continue
+        r = torch.view_as_real(t) if t.is_complex() else t
+        if r.device.type != "cuda" or not r.is_contiguous():
+            return None
+        reals.append(r)
+        kind_list.append(kinds.get(id(t), 0))
+    if not reals:
+        return True
+    code = _ext.DTYPE_CODES.get(str(reals[0].dtype).split(".")[-1])
+    if code is None or any(r.dtype != reals[0].dtype or r.device != reals[0].device for r in reals):
+        return None
+    if len(positive_args) and any(id(t) not in {id(a) for _, a in finite_args} for _, t, _ in positive_args):
+        return None      # a variance not also screened for finiteness: keep the general path
+    flags = torch.zeros(len(reals), dtype=torch.int32, device=reals[0].device)
+    stream = torch.cuda.current_stream(reals[0].device).cuda_stream
+    with torch.cuda.device(reals[0].device):
+        ext.screen_values([r.data_ptr() for r in reals], [r.numel() for r in reals], kind_list,
+                          code, flags.data_ptr(), stream)
+    return not bool(flags.cpu().any())      # the one sync: a 64-byte copy, no extra kernel
+
+
 def positive(name: str, t: torch.Tensor, op: str, strict: bool = True) -> None:
     """All entries > 0 (``strict``) or >= 0. Call after :func:`finite`."""
     bad = t <= 0 if strict else t < 0

@@ -31,7 +31,9 @@ def blocks(N: int, H1: int, H2: int, E: int, itemsize: int, backward: bool = Fal
     on sm_90: the backward still spills registers at every foundation shape (and at
     H1 x H2 = 128 x 64 needs ~208 KiB of shared memory: fits sm_90, not sm_80)."""
     BH1, BH2, BE = L.block(H1), L.block(H2), L.block(E)
-    budget = (8192 if not backward else 2048) * 4 // itemsize
+    # float64 multiplies through (rows, H1, H2) broadcasts instead of tl.dot (see the
+    # kernel's _dot): an eighth of the rows keeps that product's registers bounded.
+    budget = (8192 if not backward else 2048) * 4 // itemsize // (8 if itemsize == 8 else 1)
     rows = max(16, min(256, L.prev_pow2(budget // max(BH1, BH2))))
     BJ = min(L.next_pow2(N), rows)
     BN = max(1, min(L.next_pow2(N), rows // BJ))
@@ -41,7 +43,8 @@ def blocks(N: int, H1: int, H2: int, E: int, itemsize: int, backward: bool = Fal
     # IEEE float32 falls back to FMA and spills); float64 has only IEEE. One stage: the
     # loop-invariant weights already fill much of the shared memory, pipelining would double it.
     prec = "tf32x3" if itemsize == 4 else "ieee"
-    return dict(BN=BN, BJ=BJ, BH1=BH1, BH2=BH2, BE=BE, PREC=prec, num_warps=warps, num_stages=1)
+    return dict(BN=BN, BJ=BJ, BH1=BH1, BH2=BH2, BE=BE, PREC=prec, FMA=itemsize == 8,
+                num_warps=warps, num_stages=1)
 
 
 def backward_shared_memory(H1: int, H2: int) -> int:

@@ -1,0 +1,160 @@
+// mpnn_message_sum, CUDA backend: launches of the projection and forward kernels
+// (mpnn_message_sum_kernels.cuh), the launch configuration and the pybind11 bindings
+// (backward: mpnn_message_sum_backward.cu). Raw pointers and torch's stream as an integer,
+// no libtorch.
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <stdexcept>
+
+#include "mpnn_message_sum/mpnn_message_sum_kernels.cuh"
+
+namespace py = pybind11;
+
+namespace mimo_fast {
+namespace mpnn_cuda {
+
+template <typename T>
+void launch_proj(const Config& c, const T* node, const T* w1, const T* b1, T* recv, T* send, cudaStream_t st) {
+  if (c.B * c.N == 0) return;
+  launch_kernel(proj_kernel<T>, dim3(unsigned(c.proj_blocks)), c.proj_smem, st, "mpnn_message_sum proj_kernel",
+                node, w1, b1, recv, send, c.B * c.N, int(c.F), int(c.E), int(c.H1), c.H1P);
+}
+
+template void launch_proj<float>(const Config&, const float*, const float*, const float*, float*, float*, cudaStream_t);
+template void launch_proj<double>(const Config&, const double*, const double*, const double*, double*, double*,
+                                  cudaStream_t);
+
+template <typename T, int TM, int TN>
+void launch_fwd_tiled(const Config& c, FwdParams<T> p, cudaStream_t st) {
+  // grids past CUDA's limit run in several launches (block0 = first block of the launch)
+  for (long block0 = 0; block0 < c.fwd_blocks; block0 += c.max_grid) {
+    p.block0 = block0;
+    launch_kernel(fwd_kernel<T, TM, TN>, dim3(unsigned(std::min(c.max_grid, c.fwd_blocks - block0))),
+                  c.fwd_smem, st, "mpnn_message_sum fwd_kernel", p);
+  }
+}
+
+template <typename T>
+void launch_fwd(const Config& c, const FwdParams<T>& p, cudaStream_t st) {
+  const int TM = c.fwd.TM, TN = c.fwd.TN;
+  if constexpr (sizeof(T) == 4) {
+    if (TN == 8 && TM == 8) return launch_fwd_tiled<T, 8, 8>(c, p, st);
+    if (TN == 8 && TM == 4) return launch_fwd_tiled<T, 4, 8>(c, p, st);
+    if (TN == 8 && TM == 2) return launch_fwd_tiled<T, 2, 8>(c, p, st);
+    if (TN == 4 && TM == 8) return launch_fwd_tiled<T, 8, 4>(c, p, st);
+    if (TN == 4 && TM == 4) return launch_fwd_tiled<T, 4, 4>(c, p, st);
+    if (TN == 4 && TM == 2) return launch_fwd_tiled<T, 2, 4>(c, p, st);
+  } else {
+    if (TN == 4 && TM == 4) return launch_fwd_tiled<T, 4, 4>(c, p, st);
+    if (TN == 4 && TM == 2) return launch_fwd_tiled<T, 2, 4>(c, p, st);
+    if (TN == 4 && TM == 1) return launch_fwd_tiled<T, 1, 4>(c, p, st);
+  }
+  throw std::logic_error("mpnn_message_sum: no forward kernel for TM=" + std::to_string(TM) +
+                         " TN=" + std::to_string(TN));
+}
+
+DeviceLimits device_limits(int device) {
+  DeviceLimits d{};
+  int v = 0;
+  cuda::check(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+  d.sm_count = v;
+  cuda::check(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), "cudaDeviceGetAttribute");
+  d.smem_block = v;
+  cuda::check(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device),
+              "cudaDeviceGetAttribute");
+  d.smem_sm = v;
+  return d;
+}
+
+// ------------------------------------------------------------------ Python entry points
+namespace {
+
+template <typename T>
+const T* cptr(std::uintptr_t p) { return reinterpret_cast<const T*>(p); }
+template <typename T>
+T* mptr(std::uintptr_t p) { return reinterpret_cast<T*>(p); }
+
+void check_runnable(const Config& c) {
+  if (!c.refusal.empty()) throw std::invalid_argument("mpnn_message_sum (cuda): " + c.refusal);
+}
+
+// All tensors contiguous, on the current device; recv/send are (B*N, H1P) scratch buffers.
+void forward(int dtype, std::uintptr_t node, std::uintptr_t edge, std::uintptr_t w1, std::uintptr_t b1,
+             std::uintptr_t w2, std::uintptr_t b2, std::uintptr_t w3, std::uintptr_t b3, std::uintptr_t mask,
+             std::uintptr_t out, std::uintptr_t recv, std::uintptr_t send, long B, long N, long F, long E, long H1,
+             long H2, long Fo, int sm_count, long smem_block, long smem_sm, std::uintptr_t stream, long max_grid) {
+  const Config c = make_config(B, N, F, E, H1, H2, Fo, dtype, DeviceLimits{sm_count, smem_block, smem_sm}, max_grid);
+  check_runnable(c);
+  if (B == 0) return;
+  const cudaStream_t st = cuda::as_stream(stream);
+  auto run = [&](auto zero) {
+    using T = decltype(zero);
+    launch_proj<T>(c, cptr<T>(node), cptr<T>(w1), cptr<T>(b1), mptr<T>(recv), mptr<T>(send), st);
+    FwdParams<T> p{cptr<T>(recv), cptr<T>(send), cptr<T>(edge), cptr<T>(w1), cptr<T>(w2), cptr<T>(b2),
+                   cptr<T>(w3), cptr<T>(b3), reinterpret_cast<const unsigned char*>(mask), mptr<T>(out), 0,
+                   B * N, int(N), int(F), int(E), int(H1), int(H2), int(Fo), c.H1P, c.H2P,
+                   c.fwd.TC, c.fwd.TR, c.fwd.BM, c.fwd.BJ, c.fwd.RN};
+    launch_fwd<T>(c, p, st);
+  };
+  py::gil_scoped_release release;
+  if (dtype == cuda::kFloat32) run(float(0)); else run(double(0));
+}
+
+py::dict tile_dict(const Tile& t) {
+  py::dict d;
+  d["TM"] = t.TM; d["TN"] = t.TN; d["TC"] = t.TC; d["TR"] = t.TR;
+  d["BM"] = t.BM; d["BJ"] = t.BJ; d["RN"] = t.RN;
+  return d;
+}
+
+py::dict launch_config(long B, long N, long F, long E, long H1, long H2, long Fo, int dtype, int sm_count,
+                       long smem_block, long smem_sm, long max_grid) {
+  const Config c = make_config(B, N, F, E, H1, H2, Fo, dtype, DeviceLimits{sm_count, smem_block, smem_sm}, max_grid);
+  py::dict d;
+  d["refusal"] = c.refusal;
+  d["H1P"] = c.H1P; d["H2P"] = c.H2P; d["threads"] = kThreads;
+  if (!c.refusal.empty() && c.H1P == 0) return d;
+  py::dict f = tile_dict(c.fwd);
+  f["blocks"] = c.fwd_blocks; f["launches"] = c.fwd_launches; f["smem"] = c.fwd_smem;
+  f["grid"] = std::min(c.fwd_blocks, c.max_grid);
+  py::dict bw = tile_dict(c.bwd);
+  bw["CW"] = c.CW; bw["S"] = c.S; bw["RG"] = c.RG; bw["G"] = c.G; bw["items"] = c.items;
+  bw["blocks"] = c.bwd_blocks; bw["smem"] = c.bwd_smem;
+  py::dict pr;
+  pr["nodes"] = c.proj_nodes; pr["blocks"] = c.proj_blocks; pr["smem"] = c.proj_smem;
+  d["fwd"] = f; d["bwd"] = bw; d["proj"] = pr;
+  return d;
+}
+
+py::tuple limits(int device) {
+  const DeviceLimits d = device_limits(device);
+  return py::make_tuple(d.sm_count, d.smem_block, d.smem_sm);
+}
+
+}  // namespace
+
+void bind_backward(py::module_& m);  // mpnn_message_sum_backward.cu
+
+}  // namespace mpnn_cuda
+
+void bind_mpnn_message_sum_cuda(py::module_& m) {
+  using namespace py::literals;
+  m.def("mpnn_message_sum_launch_config", &mpnn_cuda::launch_config, "B"_a, "N"_a, "F"_a, "E"_a, "H1"_a,
+        "H2"_a, "Fo"_a, "dtype"_a, "sm_count"_a = 132, "smem_block"_a = 232448, "smem_sm"_a = 233472,
+        "max_grid"_a = long(cuda::kMaxGridX),
+        "Launch geometry of the cuda mpnn_message_sum kernels (pure function of the sizes and the "
+        "device limits; defaults: an H100 SXM). 'refusal' is empty when the sizes can run.");
+  m.def("mpnn_message_sum_device_limits", &mpnn_cuda::limits, "device"_a,
+        "(sm_count, shared memory per block (opt-in), shared memory per SM) of a CUDA device.");
+  m.def("mpnn_message_sum_forward", &mpnn_cuda::forward, "dtype"_a, "node"_a, "edge"_a, "w1"_a, "b1"_a,
+        "w2"_a, "b2"_a, "w3"_a, "b3"_a, "mask"_a, "out"_a, "recv"_a, "send"_a, "B"_a, "N"_a, "F"_a, "E"_a,
+        "H1"_a, "H2"_a, "Fo"_a, "sm_count"_a, "smem_block"_a, "smem_sm"_a, "stream"_a,
+        "max_grid"_a = long(cuda::kMaxGridX),
+        "out = mpnn_message_sum(...) on the GPU. Contiguous device pointers; recv/send: (B*N, H1P) "
+        "scratch; mask: uint8 (B, N) or 0; stream: cudaStream_t as an integer; max_grid: blocks "
+        "per launch (CUDA's limit; smaller values only to test the chunked launches).");
+  mpnn_cuda::bind_backward(m);
+}
+
+}  // namespace mimo_fast

@@ -1,0 +1,280 @@
+// mpnn_message_sum, CUDA backend: launch geometry (host code, no GPU needed) and the
+// launch helper. Device pieces shared by the kernels: mpnn_message_sum_tile.cuh; kernels:
+// mpnn_message_sum_kernels.cuh (projection, forward), mpnn_message_sum_backward_kernels.cuh.
+// Formula: mimo_fast/ops/mpnn_message_sum.py; written-out backward:
+// mimo_fast/ops/reference/mpnn_message_sum.py.
+//
+// The pair work is a GEMM whose rows are (receiver n, sender j) pairs. A tile holds
+// BM = RN x BJ pair rows: row = r * BJ + jl is receiver q0 + r (a flat node index b*N + n)
+// and sender j0 + jl of the same batch element. With BJ >= N every sender is in one tile;
+// otherwise RN = 1 and the senders are streamed BJ at a time. For each row
+//   p1[row, k] = recv[n, k] + send[j, k] + sum_e edge[n, j, e] We[k, e]   (k < H1)
+//   p2[row, :] = relu(p1[row, :]) W2^T + b2                                  ("GEMM1")
+// recv = node Wa^T + b1 and send = node Wb^T come from a projection kernel (w1 = [Wa|Wb|We]).
+// GEMM1 is tiled over 256 threads as a TR x TC grid: thread (tr, tc) owns the TM x TN
+// register block rows [tr*TM, tr*TM+TM) x columns [tc*TN, tc*TN+TN) of p2. BJ is a multiple
+// of TM, so a thread's rows share one receiver and its sums over senders stay in registers.
+// H1 and H2 are zero-padded to powers of two (H1P >= 16, H2P >= 8): zero rows of the
+// padded weights give h1 = 0 and p2 = 0 there, so the pad never reaches a result.
+// All arithmetic is IEEE (fp32 or fp64 FMA, no tensor cores / TF32).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <string>
+
+#include "common/cuda_utils.cuh"
+
+namespace mimo_fast {
+namespace mpnn_cuda {
+
+constexpr int kThreads = 256;   // every kernel here runs 256-thread blocks (8 warps)
+constexpr int kBK = 8;          // GEMM1 K-step (H1 columns staged per step)
+constexpr int kHMax = 256;      // largest H1, H2 served (register tiles and shared memory)
+constexpr int kProjK = 32;      // projection kernel: node features staged per step
+
+__host__ __device__ inline int next_pow2(long n) {
+  int p = 1;
+  while (p < n) p <<= 1;
+  return p;
+}
+
+inline long cdiv(long a, long b) { return (a + b - 1) / b; }
+
+// Bump allocator over a shared-memory buffer; every region starts 16-byte aligned so the
+// kernels can use 16-byte vector loads.
+struct Carve {
+  long off = 0;
+  __host__ __device__ long take(long bytes) {
+    long o = off;
+    off += (bytes + 15) / 16 * 16;
+    return o;
+  }
+};
+
+// GEMM1 geometry of one pair tile (see the file comment).
+struct Tile {
+  int TM = 0, TN = 0;  // register block of one thread: TM pair rows x TN columns of H2
+  int TC = 0, TR = 0;  // threads along H2 (TC * TN = H2P) and along rows (TC * TR = 256)
+  int BM = 0, BJ = 0, RN = 0;  // pair rows per tile = RN receivers x BJ senders
+};
+
+inline Tile make_tile(long N, int H2P, int TM, int TN) {
+  Tile t;
+  t.TM = TM;
+  t.TN = TN;
+  t.TC = H2P / TN;
+  t.TR = kThreads / t.TC;
+  t.BM = t.TR * TM;
+  t.BJ = std::min(t.BM, std::max(TM, next_pow2(N)));
+  t.RN = t.BM / t.BJ;
+  return t;
+}
+
+// Shared-memory regions (byte offsets) of the forward kernel.
+struct FwdSmem {
+  long scratch, es, wet, valid, ssum, count, total;
+};
+
+__host__ __device__ inline FwdSmem fwd_smem(int BM, int TR, int RN, int H1P, int H2P, int E, int sz) {
+  Carve c;
+  FwdSmem s;
+  // GEMM1's double-buffered A (kBK x BM) and B (kBK x H2P) steps, later reused for the
+  // per-thread sender sums (TR x H2P) that are reduced per receiver
+  long asbs = 2L * kBK * (BM + 4) + 2L * kBK * (H2P + 4), red = long(TR) * H2P;
+  s.scratch = c.take((asbs > red ? asbs : red) * sz);
+  s.es = c.take(long(BM) * E * sz);      // edge rows of the tile
+  s.wet = c.take(long(E) * H1P * sz);    // We^T (E x H1P)
+  s.valid = c.take(long(BM) * 4);        // pair row is a message (j != n, both unmasked)
+  s.ssum = c.take(long(RN) * H2P * sz);  // s[n] = sum_j relu(p2) per receiver
+  s.count = c.take(long(RN) * 4);        // messages per receiver
+  s.total = c.off;
+  return s;
+}
+
+// Shared-memory regions (byte offsets) of the backward pair kernel.
+struct BwdSmem {
+  long wet, gwes, scratch, gs_t, gs, hs, w2s, es, ge, gsr, ssum, grecv, gsend, valid, total;
+};
+
+__host__ __device__ inline BwdSmem bwd_smem(int BM, int TR, int BJ, int RG, int CW, int H1P, int H2P,
+                                            int E, int sz) {
+  Carve c;
+  BwdSmem s;
+  long asbs = 2L * kBK * (BM + 4) + 2L * kBK * (H2P + 4), red = long(TR) * H2P;
+  s.wet = c.take(long(E) * H1P * sz);                      // We^T (E x H1P)
+  s.gwes = c.take(long(H1P) * E * sz);                     // this block's gWe partial
+  s.scratch = c.take((asbs > red ? asbs : red) * sz);      // GEMM1 steps / per-thread sums
+  s.gs_t = c.take(long(BM) * (H2P + 4) * sz);              // gp2 as [row][h2] (GEMM2's A)
+  s.gs = c.take(long(H2P) * (BM + 4) * sz);                // gp2 as [h2][row] (GEMM3's A)
+  s.hs = c.take(long(BM) * (CW + 4) * sz);                 // h1 chunk, then gp1 chunk
+  s.w2s = c.take(long(H2P) * (CW + 4) * sz);               // W2[:, chunk] (GEMM3's B)
+  s.es = c.take(long(BM) * E * sz);                        // edge rows of the tile
+  s.ge = c.take(long(BM) * E * sz);                        // gedge rows of the tile
+  s.gsr = c.take(long(RG) * H2P * sz);                     // gs = (grad*mask) W3, item receivers
+  s.ssum = c.take(long(RG) * H2P * sz);                    // s, item receivers
+  s.grecv = c.take(long(RG) * H1P * sz);                   // grecv, item receivers
+  s.gsend = c.take(long(BJ) * H1P * sz);                   // gsend, current sender chunk
+  s.valid = c.take(long(BM) * 4);
+  s.total = c.off;
+  return s;
+}
+
+// GEMM2 (gW2 += gp2^T h1 over a tile's rows) uses 4x4 register blocks over the H2P x CW
+// chunk; when there are fewer blocks than threads, the rows are split S ways and each
+// split accumulates into its own partial slice (so every thread works, no atomics).
+__host__ __device__ inline int gemm2_splits(int H2P, int CW) {
+  int blocks = (H2P / 4) * (CW / 4);
+  return blocks >= kThreads ? 1 : kThreads / blocks;
+}
+
+// Everything the host decides for one problem size. Pure function of the sizes and the
+// device's limits, so the Python glue (buffer sizes) and the launchers (grids) agree.
+struct Config {
+  long B = 0, N = 0, F = 0, E = 0, H1 = 0, H2 = 0, Fo = 0;
+  int dtype = 0, sz = 0;
+  int H1P = 0, H2P = 0;
+  // forward: fwd_blocks blocks of RN receivers each, launched at most max_grid at a time
+  Tile fwd;
+  long max_grid = cuda::kMaxGridX, fwd_blocks = 0, fwd_launches = 0, fwd_smem = 0;
+  // backward: persistent grid of bwd_blocks over items = (batch element, receiver group)
+  Tile bwd;
+  int CW = 0, S = 0, RG = 0;
+  long G = 0, items = 0, bwd_blocks = 0, bwd_smem = 0;
+  // projection kernel (recv, send)
+  int proj_nodes = 0;
+  long proj_blocks = 0, proj_smem = 0;
+  std::string refusal;  // empty when these sizes can run on this device
+};
+
+struct DeviceLimits {
+  int sm_count;
+  long smem_block;  // opt-in maximum per block
+  long smem_sm;     // per multiprocessor
+};
+
+inline Config make_config(long B, long N, long F, long E, long H1, long H2, long Fo, int dtype,
+                          DeviceLimits dev, long max_grid = cuda::kMaxGridX) {
+  Config c;
+  c.max_grid = std::max(1L, max_grid);
+  c.B = B; c.N = N; c.F = F; c.E = E; c.H1 = H1; c.H2 = H2; c.Fo = Fo; c.dtype = dtype;
+  if (dtype != cuda::kFloat32 && dtype != cuda::kFloat64) {
+    c.refusal = "unsupported dtype code " + std::to_string(dtype);
+    return c;
+  }
+  c.sz = dtype == cuda::kFloat32 ? 4 : 8;
+  if (B < 0 || N < 1 || F < 1 || E < 0 || H1 < 1 || H2 < 1 || Fo < 1) {
+    c.refusal = "sizes must be B >= 0 and N, F, H1, H2, Fo >= 1, E >= 0";
+    return c;
+  }
+  if (H1 > kHMax || H2 > kHMax) {
+    c.refusal = "hidden widths H1=" + std::to_string(H1) + ", H2=" + std::to_string(H2) +
+                ": the cuda mpnn_message_sum kernels serve H1, H2 <= " + std::to_string(kHMax) +
+                " (register tiles and shared-memory staging)";
+    return c;
+  }
+  c.H1P = std::max(16, next_pow2(H1));
+  c.H2P = std::max(8, next_pow2(H2));
+  const int sz = c.sz, H1P = c.H1P, H2P = c.H2P;
+  // two blocks per SM when they fit: the budget a block aims for
+  const long budget = std::min(dev.smem_block, dev.smem_sm / 2 - 1024);
+
+  // ---- forward: the widest register block whose tile (<= 1024 pair rows) fits the
+  // budget, else the one needing the least shared memory. Tiles take receivers from the
+  // flattened node list, so small graphs share a tile and no receiver row idles.
+  {
+    const int TN = (sz == 4 && H2P >= 32) ? 8 : 4;
+    const int tms[3] = {sz == 4 ? 8 : 4, sz == 4 ? 4 : 2, sz == 4 ? 2 : 1};
+    bool have = false;
+    for (int TM : tms) {
+      const Tile t = make_tile(N, H2P, TM, TN);
+      if (t.BM > 1024) continue;
+      const long smem = fwd_smem(t.BM, t.TR, t.RN, H1P, H2P, int(E), sz).total;
+      const bool holding_fit = have && c.fwd_smem <= budget;
+      if (!have || (!holding_fit && (smem <= budget || smem < c.fwd_smem))) {
+        c.fwd = t;
+        c.fwd_smem = smem;
+        have = true;
+      }
+    }
+    c.fwd_blocks = cdiv(B * N, c.fwd.RN);
+    c.fwd_launches = cdiv(c.fwd_blocks, c.max_grid);
+  }
+
+  // ---- backward: candidates in order of preference (widest register block first): the
+  // first that fits the budget with no more receivers per tile than the graph has, else
+  // the first that fits, else the one needing the least shared memory.
+  const long graph = next_pow2(N);
+  auto rank = [&](const Tile& t, long smem) { return smem > budget ? 2 : t.RN <= graph ? 0 : 1; };
+  // ---- backward: tiles of 32..256 pair rows; H1 in chunks of CW columns
+  {
+    c.CW = std::min(H1P, 64);
+    c.S = gemm2_splits(H2P, c.CW);
+    const int TN = 4;
+    const int tms[4] = {4, 2, 1, 8};
+    int best = 1 << 30;
+    for (int TM : tms) {
+      const Tile t = make_tile(N, H2P, TM, TN);
+      if (t.BM < 32 || t.BM > 256) continue;
+      // items = (batch element, group of RG receivers): enough items for two blocks per
+      // SM, few groups (each group writes its own gsend partial), and the group's
+      // receiver accumulators (gs, s, grecv) within 24 KiB of shared memory
+      const long tiles_per_b = cdiv(N, t.RN);
+      const long G = std::min(tiles_per_b, std::max(1L, cdiv(2L * dev.sm_count, std::max(B, 1L))));
+      long rg_tiles = cdiv(tiles_per_b, G);
+      while (rg_tiles > 1 && rg_tiles * t.RN * (2L * H2P + H1P) * sz > 24 * 1024) rg_tiles = cdiv(rg_tiles, 2);
+      const int RG = int(rg_tiles * t.RN);
+      const long smem = bwd_smem(t.BM, t.TR, t.BJ, RG, c.CW, H1P, H2P, int(E), sz).total;
+      const int r = rank(t, smem);
+      if (r < best || (r == best && r >= 2 && smem < c.bwd_smem)) {
+        best = r;
+        c.bwd = t;
+        c.RG = RG;
+        c.bwd_smem = smem;
+        c.G = cdiv(N, RG);
+        c.items = B * c.G;
+        c.bwd_blocks = std::max(1L, std::min(c.items, 2L * dev.sm_count));
+      }
+    }
+  }
+
+  // ---- projection: 256 threads = H1P columns x (256 / H1P) groups of 4 nodes; a
+  // grid-stride loop over node groups past 2^20 blocks (or max_grid)
+  c.proj_nodes = 4 * (kThreads / H1P);
+  c.proj_blocks = std::min({cdiv(B * N, c.proj_nodes), 1L << 20, c.max_grid});
+  c.proj_smem = (2L * kProjK * (H1P + 1) + long(c.proj_nodes) * (kProjK + 1)) * sz;
+
+  const long need = std::max(c.fwd_smem, c.bwd_smem);
+  if (need > dev.smem_block)
+    c.refusal = "needs " + std::to_string(need / 1024) + " KiB of shared memory per block (H1=" +
+                std::to_string(H1) + ", H2=" + std::to_string(H2) + ", E=" + std::to_string(E) +
+                "), this GPU offers " + std::to_string(dev.smem_block / 1024) + " KiB";
+  return c;
+}
+
+// Host side: launch `kernel` on `grid` blocks of kThreads with `smem` bytes of dynamic shared
+// memory (opting in past 48 KiB), then check the launch. Built with
+// MIMO_FAST_CUDA_EMULATION (tests/cuda_emulation: the kernels compiled as C++ for a CPU
+// test), the blocks run on CPU threads instead.
+template <typename... KArgs, typename... Args>
+inline void launch_kernel(void (*kernel)(KArgs...), dim3 grid, long smem, cudaStream_t st, const char* what,
+                          Args... args) {
+  cuda::check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)), what);
+#ifdef MIMO_FAST_CUDA_EMULATION
+  (void)st;
+  emulation_launch(kernel, grid, kThreads, smem, args...);
+#else
+  kernel<<<grid, kThreads, smem, st>>>(args...);
+#endif
+  cuda::check_launch(what);
+}
+
+DeviceLimits device_limits(int device);  // mpnn_message_sum.cu
+
+// recv, send = the per-node projections (mpnn_message_sum.cu), used by both directions.
+template <typename T>
+void launch_proj(const Config& c, const T* node, const T* w1, const T* b1, T* recv, T* send, cudaStream_t st);
+
+}  // namespace mpnn_cuda
+}  // namespace mimo_fast

@@ -1,0 +1,116 @@
+"""Training checkpoints: two files, each written atomically.
+
+* ``DIR/last.safetensors`` — the model, via :func:`mimo_fast.detect.learned.weights.save`
+  (loadable by ``detect.make(name, ..., weights=PATH)`` like any weights file); its
+  ``record`` holds the step it was written at.
+* ``DIR/last.state.pt`` — everything else a resumed run needs, loadable with
+  ``torch.load(path, weights_only=True)`` (tensors, numbers, strings, lists, dicts only):
+  step counter, optimizer and scheduler ``state_dict``s, every rank's data-generator and
+  RNG states, best validation metric, cumulative wall-clock, and the options that define
+  the run (a resume with different ones would not continue the same run).
+
+The pair is written state first, then weights; both carry the step, and :func:`load`
+refuses a pair whose steps differ (a crash between the two writes).
+"""
+from __future__ import annotations
+
+import pathlib
+import random
+from typing import Optional
+
+import torch
+
+from mimo_fast.detect.learned import weights
+
+FORMAT = 1
+LAST_WEIGHTS, LAST_STATE, BEST_WEIGHTS, LOG = "last.safetensors", "last.state.pt", "best.safetensors", "log.jsonl"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, inconsistent, or belongs to a different run."""
+
+
+def rng_state(device: torch.device) -> dict:
+    """This process's global RNG states (torch CPU, CUDA of ``device``, Python's)."""
+    out = {"torch": torch.get_rng_state(), "python": list(_py_state())}
+    if device.type == "cuda":
+        out["cuda"] = torch.cuda.get_rng_state(device)
+    return out
+
+
+def _py_state():
+    version, internal, gauss = random.getstate()
+    return version, list(internal), gauss
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def save(out_dir, model, state: dict, record: dict) -> None:
+    """Write ``last.state.pt`` then ``last.safetensors`` (both atomic)."""
+    out = pathlib.Path(out_dir)
+    state = dict(state, format=FORMAT)
+    weights.atomic_write(out / LAST_STATE, lambda tmp: torch.save(state, tmp))
+    weights.save(model, out / LAST_WEIGHTS, dict(record, step=state["step"]))
+
+
+def save_best(out_dir, model, record: dict) -> None:
+    weights.save(model, pathlib.Path(out_dir) / BEST_WEIGHTS, record)
+
+
+def exists(out_dir) -> bool:
+    out = pathlib.Path(out_dir)
+    return (out / LAST_STATE).exists() or (out / LAST_WEIGHTS).exists()
+
+
+def load(out_dir, model) -> dict:
+    """Load ``DIR/last.safetensors`` into ``model`` and return ``DIR/last.state.pt``'s dict,
+    after checking that the pair belongs together and fits ``model``."""
+    out = pathlib.Path(out_dir)
+    state_path, w_path = out / LAST_STATE, out / LAST_WEIGHTS
+    for p in (state_path, w_path):
+        if not p.is_file():
+            raise CheckpointError(f"--resume: {str(p)!r} does not exist; nothing to resume in {str(out)!r}")
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling errors come in many types
+        raise CheckpointError(f"--resume: {str(state_path)!r} is not a readable training state ({exc})") from exc
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"--resume: {str(state_path)!r} is not a mimo_fast training state (format {FORMAT})")
+    params, meta = weights.read(w_path)
+    if meta["detector"] != model.name:
+        raise CheckpointError(f"--resume: {str(w_path)!r} holds a {meta['detector']!r} model, this run "
+                              f"trains {model.name!r}")
+    cfg = model.config()
+    if meta.get("config") != _jsonish(cfg) or meta.get("nr") != model.nr or meta.get("nt") != model.nt:
+        raise CheckpointError(
+            f"--resume: {str(w_path)!r} was trained with nr={meta.get('nr')}, nt={meta.get('nt')}, options "
+            f"{meta.get('config')}; this run builds nr={model.nr}, nt={model.nt}, options {_jsonish(cfg)}")
+    step_w = (meta.get("record") or {}).get("step")
+    if step_w != state.get("step"):
+        raise CheckpointError(
+            f"--resume: {str(w_path)!r} is from step {step_w} but {str(state_path)!r} from step "
+            f"{state.get('step')} (interrupted while writing the pair); resume from an intact copy")
+    # load_state_dict copies into the existing parameters, onto their device
+    weights.load_state(model, params, str(w_path))
+    return state
+
+
+def _jsonish(obj):
+    """``obj`` as it reads back from the JSON metadata (tuples become lists)."""
+    import json
+    return json.loads(json.dumps(obj, sort_keys=True))
+
+
+def read_record(path) -> Optional[dict]:
+    _, meta = weights.read(path)
+    return meta.get("record")
+
+
+__all__ = ["save", "save_best", "load", "exists", "rng_state", "set_rng_state", "CheckpointError",
+           "LAST_WEIGHTS", "LAST_STATE", "BEST_WEIGHTS", "LOG", "read_record"]
