@@ -14,6 +14,9 @@ from mimo_fast.comm import as_constellation
 from mimo_fast.detect.base import Detector, DetectorOutput, bit_llrs
 from mimo_fast.detect.iterative import AMP, EP, OAMP
 from mimo_fast.detect.learned import LearnedDetector
+from mimo_fast.detect.learned.ampgnn import AMPGNN
+from mimo_fast.detect.learned.gepnet import GEPNet
+from mimo_fast.detect.learned.gnn import GNN
 from mimo_fast.detect.learned.oampnet import OAMPNet, OAMPNet2
 from mimo_fast.detect.linear import LMMSE, MF, VBLAST, ZF
 from mimo_fast.detect.tree import ML, KBest, Sphere
@@ -23,9 +26,10 @@ REGISTRY: dict = {
     "mf": MF, "zf": ZF, "lmmse": LMMSE, "ml": ML, "sphere": Sphere, "kbest": KBest,
     "vblast": VBLAST, "amp": AMP, "oamp": OAMP, "ep": EP,
     "oampnet": OAMPNet, "oampnet2": OAMPNet2,
+    "gnn": GNN, "gepnet": GEPNet, "ampgnn": AMPGNN,
 }
 #: learned detectors named by DESIGN.md that this version does not provide yet
-NOT_YET = ("gnn", "gepnet", "ampgnn", "remimo", "e2e")
+NOT_YET = ("remimo", "e2e")
 NAMES = tuple(REGISTRY) + tuple(n for n in NOT_YET if n not in REGISTRY)
 
 

@@ -1,0 +1,168 @@
+"""``gepnet``: expectation propagation whose cavity is refined by a GNN (Kosasih et al.,
+GEPNet, as described in Section II / IV-B of the E2E paper), real-equivalent model.
+
+Each of the ``T`` iterations:
+
+    Sigma, mu = LMMSE(H_r^T H_r / s2 + diag(lam), H_r^T y_r / s2 + gam)     (6)  ops.ep_lmmse
+    v_obs = Sigma / (1 - Sigma lam),  x_obs = v_obs (mu / Sigma - gam)      (7b)-(7c)
+    (u, g) = MPNN(u, g; edges, attribute r_K = [x_obs, v_obs])              E2E (1)-(2), L rounds
+    q(x_K) = softmax(R(u_K))                                                E2E (3): the refined cavity
+    x_hat, v_hat = mean, variance of q                                      (8)
+    lam, gam  from (9) with the negative-precision rule, damped by eta      (9)-(10)
+
+``u`` starts from E2E eq. (11) and is carried across iterations (AMP-GNN eq. 19). The
+output is the last iteration's ``q``. Two readouts (option ``readout``):
+
+* ``"pam"`` (GEPNet): one distribution over the PAM levels per real node ``K``; a QAM
+  point's logit is the sum of its two levels' log-probabilities.
+* ``"complex"`` (the E2E paper's GNN-rx): user ``k`` reads ``[u_k, u_{k+Nt}]`` into a
+  distribution over the ``Q`` points; (8) uses it for both real nodes
+  (``q(x_k = Re a_m) = q(x_{k+Nt} = Im a_m) = s_{k,m}``). Works for any constellation,
+  learned ones included.
+
+Loss: cross-entropy of the readout against the transmitted levels (``"pam"``) or points
+(``"complex"``, E2E eq. 12), averaged over the ``T`` iterations (GEPNet trains every
+iteration's GNN output).
+
+Masked users: their columns of H are zero and their diagonal of ``H_r^T H_r`` is set to
+1, so they decouple from the LMMSE step while every quantity stays finite (also in the
+gradient); they send no messages and keep ``lam = lam0``, ``gam = 0``.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from mimo_fast import ops
+from mimo_fast.detect.learned.gnn import (GraphDetector, _check_positive_int, masked_cross_entropy,
+                                          moments, pam_levels, pam_targets, qam_log_probs, real_graph,
+                                          valid_indices)
+from mimo_fast.nn.mlp import check_sizes
+
+READOUTS = ("pam", "complex")
+
+
+class GEPNet(GraphDetector):
+    """GNN-aided EP (see the module docstring for the equations).
+
+    Options: ``iterations`` T (10), ``rounds`` L (2), ``damping`` eta (0.7), ``readout``
+    (``"pam"`` or ``"complex"``), ``node_size`` S_u (8), ``message_hidden`` (N_p1, N_p2)
+    ((64, 32); the larger GEPNet uses (128, 64)), ``gru_size`` N_u1 (64), ``readout_hidden``
+    (N_r1, N_r2) ((64, 32)), ``lam0`` initial precision (1, E2E), ``v_min`` floor on the
+    variances (5e-7, as the classical EP), ``min_noise_var`` (1e-6). The features carry the
+    real-model noise variance ``sigma^2`` (half the complex one) and the edge attribute
+    is ``[-h_K^T h_J, sigma^2]`` (E2E).
+    """
+
+    name = "gepnet"
+    _options = ("iterations", "rounds", "damping", "readout", "node_size", "message_hidden",
+                "gru_size", "readout_hidden", "lam0", "v_min", "min_noise_var")
+
+    def __init__(self, constellation, *, iterations: int = 10, rounds: int = 2, damping: float = 0.7,
+                 readout: str = "pam", node_size: int = 8, message_hidden=(64, 32), gru_size: int = 64,
+                 readout_hidden=(64, 32), lam0: float = 1.0, v_min: float = 5e-7,
+                 min_noise_var: float = 1e-6, **kw):
+        super().__init__(constellation, **kw)
+        if readout not in READOUTS:
+            raise ValueError(f"gepnet: readout must be one of {READOUTS}, got {readout!r}")
+        if readout == "pam":
+            pam_levels(self)
+        self.iterations = _check_positive_int("iterations", self.name, iterations)
+        self.rounds = _check_positive_int("rounds", self.name, rounds)
+        if not 0.0 <= damping < 1.0:
+            raise ValueError(f"gepnet: damping must be in [0, 1), got {damping!r}")
+        if not (isinstance(lam0, (int, float)) and lam0 > 0):
+            raise ValueError(f"gepnet: lam0 must be a positive float, got {lam0!r}")
+        self.damping, self.readout, self.lam0 = float(damping), readout, float(lam0)
+        self.v_min, self.min_noise_var = float(v_min), float(min_noise_var)
+        self.node_size, self.gru_size = node_size, gru_size
+        self.message_hidden = check_sizes("message_hidden", message_hidden, 2)
+        self.readout_hidden = check_sizes("readout_hidden", readout_hidden, 2)
+        c = self.constellation
+        out = c.real_levels.numel() if readout == "pam" else c.order
+        self.mpnn = self._mpnn(readout_out=out, attr_features=2, node_size=node_size,
+                               message_hidden=message_hidden, gru_size=gru_size,
+                               readout_hidden=readout_hidden, rounds=rounds,
+                               readout_in=node_size if readout == "pam" else 2 * node_size)
+
+    # --- the readout and (8) --------------------------------------------------------
+    def _read(self, u: Tensor, Nt: int):
+        """Readout logits: ``(B, 2Nt, L)`` (pam) or ``(B, Nt, Q)`` (complex)."""
+        if self.readout == "pam":
+            return self.mpnn.readout(u)
+        return self.mpnn.readout(torch.cat([u[:, :Nt], u[:, Nt:]], -1))
+
+    def _refine(self, u, g, edge, attr, node_mask, Nt: int):
+        """The GNN step: L rounds (E2E 1-2) from the cavity ``attr = [x_obs, v_obs]``, then
+        the readout (3a). Returns ``(u, g, logits)``."""
+        u, g = self.mpnn(u, g, edge, attr, node_mask)
+        return u, g, self._read(u, Nt)
+
+    def _posterior(self, lg: Tensor, dtype, device):
+        """(8): mean and variance of the real nodes under the readout's distribution."""
+        c = self.constellation
+        p = lg.softmax(-1)
+        if self.readout == "pam":
+            return moments(p, c.real_levels.to(dtype=dtype, device=device))
+        pts = c.points_as(dtype.to_complex(), device)
+        xr, vr = moments(p, pts.real)
+        xi, vi = moments(p, pts.imag)
+        return torch.cat([xr, xi], 1), torch.cat([vr, vi], 1)
+
+    # --- the iterations ---------------------------------------------------------------
+    def _run(self, y, H, noise_var, mask) -> list:
+        """Readout logits of every iteration (the last one is the detector's output)."""
+        self._check_params(H)
+        B, _, Nt = H.shape
+        real = H.dtype.to_real()
+        s2 = self._floor(noise_var / 2)                                  # real noise variance
+        gram, rhs, f, edge, node_mask = real_graph(H, y, mask, s2, -1.0)
+        # Masked real nodes: diagonal 1 keeps A = gram + diag(lam) well conditioned and the
+        # cavity (7) finite, v_obs = s2 (their rows and columns are otherwise zero).
+        absent = (~node_mask).to(real)
+        gram = (gram + torch.diag_embed(absent)) / s2[:, None, None]
+        rhs = rhs / s2[:, None]
+        lam0 = torch.full((B, 2 * Nt), self.lam0, dtype=real, device=H.device)
+        lam, gam = lam0, torch.zeros_like(lam0)
+        u, g = self.mpnn.encode(f, node_mask)                            # E2E (11)
+        outs = []
+        for t in range(self.iterations):
+            mu, Sigma = ops.ep_lmmse(gram, rhs, lam, gam, backend=self.backend)          # (6)
+            v_obs = (Sigma / (1 - Sigma * lam)).clamp_min(self.v_min)                     # (7b)
+            x_obs = v_obs * (mu / Sigma - gam)                                            # (7c)
+            u, g, lg = self._refine(u, g, edge, torch.stack([x_obs, v_obs], -1), node_mask, Nt)
+            outs.append(lg)
+            if t == self.iterations - 1:
+                break
+            x_hat, v_hat = self._posterior(lg, real, H.device)                           # (8)
+            v_hat = v_hat.clamp_min(self.v_min)
+            lam_new = 1 / v_hat - 1 / v_obs                                               # (9a)
+            gam_new = x_hat / v_hat - x_obs / v_obs                                       # (9b)
+            keep = ~(lam_new > 0) | ~node_mask        # not a precision, or an absent node
+            lam_new, gam_new = torch.where(keep, lam, lam_new), torch.where(keep, gam, gam_new)
+            eta = self.damping
+            lam, gam = (1 - eta) * lam_new + eta * lam, (1 - eta) * gam_new + eta * gam  # (10)
+        return outs
+
+    def _log_probs(self, lg: Tensor) -> Tensor:
+        lp = lg.log_softmax(-1)
+        return qam_log_probs(lp, self) if self.readout == "pam" else lp
+
+    def _detect_masked(self, y, H, noise_var, mask):
+        return self._log_probs(self._run(y, H, noise_var, mask)[-1]), None
+
+    def training_loss(self, y, H, noise_var, x_idx, mask: Optional[Tensor] = None) -> Tensor:
+        """Cross-entropy of every iteration's readout, averaged over the iterations."""
+        noise_var, mask = self.checked(y, H, noise_var, mask)
+        x_idx = valid_indices(x_idx, mask, self)
+        if self.readout == "pam":
+            target, valid = pam_targets(x_idx, self), torch.cat([mask, mask], 1)
+        else:
+            target, valid = x_idx, mask
+        outs = self._run(y, H, noise_var, mask)
+        return sum(masked_cross_entropy(lg, target, valid) for lg in outs) / len(outs)
+
+
+__all__ = ["GEPNet", "READOUTS"]

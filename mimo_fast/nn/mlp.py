@@ -1,0 +1,63 @@
+"""Multi-layer perceptrons of the GNN detectors.
+
+``MLP(sizes)`` is ``Linear(sizes[0], sizes[1]) -> ReLU -> ... -> Linear(sizes[-2], sizes[-1])``:
+ReLU after every hidden layer, none after the output layer (the papers' message MLP
+``D``/``P``, eq. 16 / E2E eq. 1, and readout ``R``, eq. 18 / E2E eq. 3a). Its layers are
+``nn.Linear``, whose ``weight`` is ``(out, in)``: the layout
+:func:`mimo_fast.ops.mpnn_message_sum` takes for ``w1``, ``w2``, ``w3``.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from torch import Tensor, nn
+
+
+def check_sizes(name: str, sizes, length=None) -> tuple:
+    """``sizes`` as a tuple of positive ints (``length`` of them when given), or a
+    ``ValueError`` naming the argument."""
+    try:
+        out = tuple(sizes)
+    except TypeError:
+        raise ValueError(f"{name} must be a sequence of positive ints, got {sizes!r}") from None
+    if not out or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in out):
+        raise ValueError(f"{name} must be a sequence of positive ints, got {sizes!r}")
+    if length is not None and len(out) != length:
+        raise ValueError(f"{name} must have {length} entries, got {len(out)} ({sizes!r})")
+    return out
+
+
+class MLP(nn.Module):
+    """Fully connected layers with ReLU after each hidden layer.
+
+    Args:
+        sizes: ``(in, hidden_1, ..., out)``, at least two entries.
+    """
+
+    def __init__(self, sizes: Sequence[int]):
+        super().__init__()
+        sizes = check_sizes("sizes", sizes)
+        if len(sizes) < 2:
+            raise ValueError(f"sizes must have at least 2 entries (in, out), got {sizes!r}")
+        self.sizes = sizes
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = x.relu()
+        return x
+
+    def flat_parameters(self) -> list:
+        """``[w1, b1, w2, b2, ...]`` in the order the fused ops take them."""
+        out = []
+        for layer in self.layers:
+            out += [layer.weight, layer.bias]
+        return out
+
+    def extra_repr(self) -> str:
+        return "sizes=" + "-".join(str(s) for s in self.sizes)
+
+
+__all__ = ["MLP", "check_sizes"]

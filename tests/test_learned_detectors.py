@@ -1,0 +1,277 @@
+"""The GNN detectors gnn, gepnet (PAM and complex readouts) and ampgnn: permutation
+equivariance, native masks, gradients, losses, weight files and make()."""
+import math
+
+import pytest
+import torch
+
+from mimo_fast import comm, detect
+from mimo_fast.detect.learned import WeightsError, weights
+from mimo_fast.ops import registry
+
+# small models: every test here runs in well under a second per case
+SMALL = dict(node_size=4, message_hidden=(8, 6), gru_size=6, readout_hidden=(8, 6))
+MODELS = {
+    "gnn": ("gnn", dict(rounds=3, **SMALL)),
+    "gepnet": ("gepnet", dict(iterations=3, rounds=2, **SMALL)),
+    "gepnet-complex": ("gepnet", dict(iterations=3, rounds=2, readout="complex", **SMALL)),
+    "ampgnn": ("ampgnn", dict(iterations=3, rounds=2, **SMALL)),
+}
+
+
+def model(key, order=16, seed=0, **kw):
+    name, opts = MODELS[key]
+    torch.manual_seed(seed)
+    return detect.make(name, order, pretrained=False, **{**opts, **kw}).double()
+
+
+def system(B=5, nr=6, nt=3, order=16, snr_db=12.0, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    c = comm.qam(order)
+    H = comm.rayleigh(B, nr, nt, g, torch.complex128)
+    idx = c.random_indices((B, nt), g)
+    x = c.indices_to_points(idx, H.dtype)
+    nv = comm.noise_var_from_snr(snr_db, nr, nt)
+    y = comm.awgn((H @ x[..., None])[..., 0], nv, g)
+    return H, y, torch.full((B,), nv, dtype=torch.float64), idx
+
+
+@pytest.mark.parametrize("key", MODELS)
+def test_permutation_equivariance(key):
+    det = model(key)
+    H, y, nv, _ = system()
+    p = torch.tensor([2, 0, 1])
+    with torch.no_grad():
+        a, b = det(y, H, nv), det(y, H[:, :, p], nv)
+    torch.testing.assert_close(b.logits, a.logits[:, p], rtol=1e-9, atol=1e-9)
+    assert torch.equal(b.hard, a.hard[:, p])
+
+
+@pytest.mark.parametrize("key", MODELS)
+@pytest.mark.parametrize("pad", ["random", "zeros"])
+def test_masked_users_change_nothing(key, pad):
+    """A batch padded with masked users (random or zero columns, in the middle and at the
+    end) gives the unpadded logits for the present users; masked users get 0 / hard 0."""
+    det = model(key)
+    H, y, nv, _ = system()
+    B, nr, nt = H.shape
+    g = torch.Generator().manual_seed(9)
+    extra = comm.rayleigh(B, nr, 2, g, H.dtype) * (pad == "random")
+    Hp = torch.cat([H[:, :, :1], extra[:, :, :1], H[:, :, 1:], extra[:, :, 1:]], 2)
+    mask = torch.tensor([True, False, True, True, False]).expand(B, 5)
+    with torch.no_grad():
+        ref, out = det(y, H, nv), det(y, Hp, nv, mask)
+    torch.testing.assert_close(out.logits[:, mask[0]], ref.logits, rtol=1e-9, atol=1e-9)
+    assert float(out.logits[:, ~mask[0]].abs().max()) == 0.0
+    assert torch.equal(out.hard[:, mask[0]], ref.hard) and not bool(out.hard[:, ~mask[0]].any())
+
+
+@pytest.mark.parametrize("key", ["gepnet", "ampgnn"])
+def test_mixed_masks_in_one_batch(key):
+    """Each row of a batch with different masks equals that row solved alone, unpadded."""
+    det = model(key)
+    H, y, nv, _ = system(B=3, nt=4)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 0, 1, 0], [0, 0, 1, 0]], dtype=torch.bool)
+    with torch.no_grad():
+        out = det(y, H, nv, mask)
+        for b in range(3):
+            cols = mask[b].nonzero()[:, 0]
+            alone = det(y[b:b + 1], H[b:b + 1][:, :, cols], nv[b:b + 1])
+            torch.testing.assert_close(out.logits[b, cols], alone.logits[0], rtol=1e-9, atol=1e-9)
+
+
+def test_gepnet_with_the_gaussian_cavity_is_ep():
+    """With the GNN step replaced by the Gaussian cavity N(x_obs, v_obs) itself, GEPNet's
+    iterations (6)-(10) are classical EP's, so the outputs agree (T = 10, eta = 0.7)."""
+    class Plain(type(model("gepnet"))):
+        def _refine(self, u, g, edge, attr, node_mask, Nt):
+            levels = self.constellation.real_levels.to(attr.dtype)
+            return u, g, -(levels - attr[..., :1]).square() / (2 * attr[..., 1:])
+
+    det = Plain(16, iterations=10, **SMALL).double()
+    H, y, nv, _ = system(B=20, nr=8, nt=6, snr_db=14.0)
+    with torch.no_grad():
+        a, b = det(y, H, nv), detect.make("ep", 16)(y, H, nv)
+    torch.testing.assert_close(a.logits.softmax(-1), b.logits.softmax(-1), rtol=1e-7, atol=1e-9)
+
+
+def test_ampgnn_with_the_gaussian_posterior_is_amp():
+    """With the MPNN step replaced by the AWGN model r = x + CN(0, Sigma) (eq. 7), AMP-GNN is
+    Algorithm 1's AMP (T = 10)."""
+    class Plain(type(model("ampgnn"))):
+        def _refine(self, u, g, edge, d, node_mask):
+            levels = self.constellation.real_levels.to(d.dtype)
+            return u, g, -(levels - d[..., :1]).square() / d[..., 1:]
+
+    det = Plain(16, iterations=10, **SMALL).double()
+    H, y, nv, _ = system(B=20, nr=16, nt=6, snr_db=14.0)
+    with torch.no_grad():
+        a, b = det(y, H, nv), detect.make("amp", 16)(y, H, nv)
+    torch.testing.assert_close(a.logits.softmax(-1), b.logits.softmax(-1), rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("key", MODELS)
+def test_gradient_reaches_every_parameter(key):
+    det = model(key)
+    H, y, nv, idx = system()
+    mask = torch.ones(5, 3, dtype=torch.bool)
+    mask[1, 2] = False
+    loss = det.training_loss(y, H, nv, idx, mask)
+    assert loss.dim() == 0 and bool(torch.isfinite(loss))
+    loss.backward()
+    for name, p in det.named_parameters():
+        assert p.grad is not None and bool(torch.isfinite(p.grad).all()), name
+        assert float(p.grad.abs().sum()) > 0, name
+
+
+def test_losses_follow_the_papers():
+    """gnn/gepnet: cross-entropy of the readout (a uniform readout gives log L per real node);
+    ampgnn: L2 of the final estimate (31): at x_hat = 0 it is sum |x|^2 per sample."""
+    H, y, nv, idx = system()
+    for key in ("gnn", "gepnet"):
+        det = model(key)
+        for p in det.mpnn.readout_mlp.layers[-1].parameters():
+            torch.nn.init.zeros_(p)
+        assert abs(det.training_loss(y, H, nv, idx).item() - math.log(4)) < 1e-12
+    det = model("ampgnn")
+    for p in det.mpnn.readout_mlp.layers[-1].parameters():
+        torch.nn.init.zeros_(p)                 # uniform PAM posterior: x_hat = 0 (symmetric levels)
+    x = comm.qam(16).indices_to_points(idx, H.dtype)
+    expect = float(x.abs().square().sum(-1).mean())
+    assert abs(det.training_loss(y, H, nv, idx).item() - expect) < 1e-12
+
+
+@pytest.mark.parametrize("backend", ["cpu", "triton"])
+@pytest.mark.parametrize("key", ["gnn", "gepnet", "ampgnn"])
+def test_backends_agree_with_reference(key, backend):
+    """The backend option reaches every op: outputs and parameter gradients match the
+    reference backend (triton runs in its interpreter without a GPU)."""
+    why = registry.get_backend(backend).unavailable()
+    if why is not None:
+        pytest.skip(f"backend {backend} off: {why}")
+    H, y, nv, idx = system(B=3)
+    grads = []
+    for b in (backend, "reference"):
+        det = model(key, backend=b, iterations=2) if key != "gnn" else model(key, backend=b, rounds=2)
+        with torch.no_grad():
+            logits = det(y, H, nv).logits
+        det.training_loss(y, H, nv, idx).backward()
+        grads.append((logits, [p.grad for p in det.parameters()]))
+    (la, ga), (lb, gb) = grads
+    torch.testing.assert_close(la, lb, rtol=1e-8, atol=1e-8)
+    for a, b in zip(ga, gb):
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
+
+
+def test_float32_default_runs():
+    det = detect.make("gepnet", "qam4", pretrained=False, iterations=2, **SMALL)
+    H, y, nv, _ = system(order=4)
+    out = det(y.to(torch.complex64), H.to(torch.complex64), nv.float())
+    assert out.logits.dtype == torch.float32 and bool(torch.isfinite(out.logits).all())
+
+
+def test_input_and_option_errors():
+    det = detect.make("gepnet", 16, pretrained=False, **SMALL)             # float32 parameters
+    H, y, nv, idx = system()
+    with pytest.raises(TypeError, match="H is torch.complex128 .* det.double"):
+        det(y, H, nv)
+    with pytest.raises(ValueError, match="readout must be one of"):
+        detect.make("gepnet", 16, pretrained=False, readout="bits")
+    with pytest.raises(ValueError, match="iterations must be a positive int"):
+        detect.make("ampgnn", 16, pretrained=False, iterations=0)
+    with pytest.raises(ValueError, match="damping must be in"):
+        detect.make("gepnet", 16, pretrained=False, damping=1.0)
+    with pytest.raises(ValueError, match="QAM-like"):
+        detect.make("ampgnn", comm.Constellation(torch.exp(2j * torch.pi * torch.arange(8) / 8)),
+                    pretrained=False)
+    with pytest.raises(ValueError, match="x_idx must hold point indices"):
+        model("gnn").training_loss(y, H, nv, idx + 16)
+
+
+def test_complex_readout_serves_any_constellation():
+    """The E2E GNN-rx readout reads points, not PAM levels: 8-PSK works."""
+    c = comm.Constellation(torch.exp(2j * torch.pi * torch.arange(8) / 8), name="psk8")
+    torch.manual_seed(0)
+    det = detect.make("gepnet", c, pretrained=False, readout="complex", iterations=2, **SMALL).double()
+    H, y, nv, _ = system(order=4)
+    with torch.no_grad():
+        out = det(y, H, nv)
+    assert out.logits.shape == (5, 3, 8) and bool(torch.isfinite(out.logits).all())
+
+
+# --- weight files ------------------------------------------------------------------------
+@pytest.mark.parametrize("key", MODELS)
+def test_weights_round_trip(key, tmp_path):
+    det = model(key, seed=4)
+    path = tmp_path / f"{key}.safetensors"
+    weights.save(det, path, record={"steps": 0})
+    name = MODELS[key][0]
+    back = detect.make(name, 16, weights=path).double()
+    assert back.config() == det.config() and back.record == {"steps": 0}
+    H, y, nv, _ = system()
+    with torch.no_grad():
+        torch.testing.assert_close(back(y, H, nv).logits, det(y, H, nv).logits, rtol=0, atol=0)
+
+
+def test_weights_errors(tmp_path):
+    det = model("gepnet")
+    path = tmp_path / "g.safetensors"
+    weights.save(det, path)
+    with pytest.raises(WeightsError, match="holds a 'gepnet' detector, not 'ampgnn'"):
+        detect.make("ampgnn", 16, weights=path)
+    with pytest.raises(WeightsError, match="shape mismatch"):
+        detect.make("gepnet", 16, weights=path, node_size=5)
+    with pytest.raises(WeightsError, match="shape mismatch.*readout_mlp"):
+        detect.make("gepnet", 16, weights=path, readout="complex")   # other readout: other shapes
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    with safe_open(str(path), framework="pt") as f:
+        meta, state = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    state.pop("mpnn.update.bias")
+    save_file(state, str(tmp_path / "short.safetensors"), metadata=meta)
+    with pytest.raises(WeightsError, match=r"missing \['mpnn.update.bias'\]"):
+        detect.make("gepnet", 16, weights=tmp_path / "short.safetensors")
+    with pytest.raises(WeightsError, match="is for qam16, not qam4"):
+        detect.make("gepnet", 4, weights=path)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    with pytest.raises(WeightsError, match="not a readable safetensors file"):
+        detect.make("gepnet", 16, weights=bad)
+    with pytest.raises(WeightsError, match="no such file"):
+        detect.make("gepnet", 16, weights=tmp_path / "none.safetensors")
+
+
+@pytest.mark.parametrize("name", ["gnn", "gepnet", "ampgnn"])
+def test_make_without_shipped_weights_lists_them(name, monkeypatch, tmp_path):
+    monkeypatch.setattr(weights, "SHIPPED_DIR", tmp_path)
+    with pytest.raises(WeightsError, match=f"no shipped weights for detector '{name}'.*shipped for {name}: none"):
+        detect.make(name, 16, nr=8, nt=8)
+
+
+def test_make_finds_shipped_weights(monkeypatch, tmp_path):
+    """weights=None loads the shipped file for (name, nr, nt, constellation); one trained
+    for more users serves fewer."""
+    monkeypatch.setattr(weights, "SHIPPED_DIR", tmp_path)
+    torch.manual_seed(0)
+    det = detect.make("ampgnn", 16, nr=6, nt=4, pretrained=False, iterations=2, **SMALL)
+    weights.save(det, tmp_path / weights.shipped_name("ampgnn", 6, 4, det.constellation))
+    back = detect.make("ampgnn", 16, nr=6, nt=3)
+    assert back.nt == 4 and back.iterations == 2
+    for a, b in zip(det.parameters(), back.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_simulate_runs_a_weights_file(tmp_path, capsys):
+    from mimo_fast import cli
+    torch.manual_seed(0)
+    det = detect.make("gepnet", 4, nr=4, nt=2, pretrained=False, iterations=2, **SMALL)
+    path = tmp_path / "g.safetensors"
+    weights.save(det, path)
+    args = ["simulate", "--nr", "4", "--nt", "2", "--mod", "qam4", "--min-errors", "10", "--max-symbols", "400",
+            "--batch", "200", "--no-progress", "--snr", "10", "--json", str(tmp_path / "o.json")]
+    assert cli.main([*args, "--detector", "gepnet", "ep", "--weights", str(path)]) == 0
+    assert "gepnet" in capsys.readouterr().out
+    assert cli.main([*args, "--mod", "qam16", "--detector", "gepnet", "--weights", str(path)]) == 2
+    assert "is for qam4, not qam16" in capsys.readouterr().err
+    assert cli.main([*args, "--detector", "ampgnn"]) == 2       # no shipped ampgnn weights: listed
+    assert "no shipped weights for detector 'ampgnn'" in capsys.readouterr().err
