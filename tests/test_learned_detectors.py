@@ -95,6 +95,21 @@ def test_gepnet_with_the_gaussian_cavity_is_ep():
     torch.testing.assert_close(a.logits.softmax(-1), b.logits.softmax(-1), rtol=1e-7, atol=1e-9)
 
 
+@pytest.mark.parametrize("readout", ["pam", "complex"])
+def test_gepnet_cavity_skip_starts_as_ep(readout):
+    """cavity_skip: the readout corrects the Gaussian cavity and starts at zero, so an
+    untrained model is classical EP; training moves it (its last layer gets gradients)."""
+    det = model("gepnet", readout=readout, cavity_skip=True, iterations=10).double()
+    H, y, nv, idx = system(B=20, nr=8, nt=6, snr_db=14.0)
+    with torch.no_grad():
+        a, b = det(y, H, nv), detect.make("ep", 16)(y, H, nv)
+    torch.testing.assert_close(a.logits.softmax(-1), b.logits.softmax(-1), rtol=1e-6, atol=1e-8)
+    det.training_loss(y, H, nv, idx).backward()
+    assert float(det.mpnn.readout_mlp.layers[-1].weight.grad.abs().sum()) > 0
+    with pytest.raises(TypeError, match="cavity_skip must be a bool"):
+        model("gepnet", cavity_skip=1)
+
+
 def test_ampgnn_with_the_gaussian_posterior_is_amp():
     """With the MPNN step replaced by the AWGN model r = x + CN(0, Sigma) (eq. 7), AMP-GNN is
     Algorithm 1's AMP (T = 10)."""
