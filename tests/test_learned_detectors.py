@@ -1,6 +1,7 @@
 """The GNN detectors gnn, gepnet (PAM and complex readouts) and ampgnn: permutation
 equivariance, native masks, gradients, losses, weight files and make()."""
 import math
+import os
 
 import pytest
 import torch
@@ -220,6 +221,9 @@ def test_weights_round_trip(key, tmp_path):
     det = model(key, seed=4)
     path = tmp_path / f"{key}.safetensors"
     weights.save(det, path, record={"steps": 0})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask      # not mkstemp's 0600
     name = MODELS[key][0]
     back = detect.make(name, 16, weights=path).double()
     assert back.config() == det.config() and back.record == {"steps": 0}

@@ -60,9 +60,10 @@ def atomic_write(path, write) -> None:
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)      # mkstemp makes 0600; give the file the usual mode
     try:
         write(tmp)
+        # mkstemp makes 0600 (and some writers recreate the file): give the usual mode
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
