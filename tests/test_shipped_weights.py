@@ -5,17 +5,8 @@ fewer users than trained, through the mask). OAMP-Net2's check is in test_oampne
 import pytest
 import torch
 
-from mimo_fast import comm, detect
-
-
-def sample(B, nr, nt, order, snr_db, seed):
-    g = torch.Generator().manual_seed(seed)
-    c = comm.qam(order)
-    H = comm.rayleigh(B, nr, nt, g, torch.complex64)
-    idx = c.random_indices((B, nt), g)
-    y = comm.awgn((H @ c.indices_to_points(idx, H.dtype)[..., None])[..., 0],
-                  comm.noise_var_from_snr(snr_db, nr, nt), g)
-    return c, H, y, comm.noise_var_from_snr(snr_db, nr, nt), idx
+from mimo_fast import detect
+from test_oampnet import system
 
 
 def ser(det, H, y, nv, idx):
@@ -34,7 +25,7 @@ CASES = [
 @pytest.mark.parametrize("name,parent,nr,nt,order,snr,B,ratio", CASES,
                          ids=[f"{c[0]}-{c[2]}x{c[3]}" for c in CASES])
 def test_shipped_beats_its_parent(name, parent, nr, nt, order, snr, B, ratio):
-    c, H, y, nv, idx = sample(B, nr, nt, order, snr, seed=21)
+    c, H, y, nv, idx = system(B, nr, nt, order, snr, seed=21, dtype=torch.complex64)
     det = detect.make(name, c, nr=nr, nt=nt)
     assert det.record["command"].startswith(f"mimo-fast train {name}") and det.record["wall_clock_s"] > 0
     learned, classical = ser(det, H, y, nv, idx), ser(detect.make(parent, c), H, y, nv, idx)

@@ -180,7 +180,8 @@ def _screen_kernel(finite_args, positive_args) -> Optional[bool]:
     code = _ext.DTYPE_CODES.get(str(reals[0].dtype).split(".")[-1])
     if code is None or any(r.dtype != reals[0].dtype or r.device != reals[0].device for r in reals):
         return None
-    if len(positive_args) and any(id(t) not in {id(a) for _, a in finite_args} for _, t, _ in positive_args):
+    screened = {id(a) for _, a in finite_args}
+    if any(id(t) not in screened for _, t, _ in positive_args):
         return None      # a variance not also screened for finiteness: keep the general path
     flags = torch.zeros(len(reals), dtype=torch.int32, device=reals[0].device)
     stream = torch.cuda.current_stream(reals[0].device).cuda_stream
