@@ -87,7 +87,7 @@ def _add_train(sub) -> None:
     g.add_argument("--k-mean", type=float, default=4.0, help="mean of K for --k-dist exp (default 4)")
     g.add_argument("--snr", type=float, default=10.0, help="SNR = P_max / sigma0^2 in dB (default 10)")
     g.add_argument("--objective", choices=("se", "ee"), default="se", help="se (ee: not in this version)")
-    g.add_argument("--cells", type=int, default=1, help="cells M (only 1 in this version)")
+    g.add_argument("--cells", type=int, default=1, help="cells M: > 1 trains the multi-cell model-gnn (P2)")
     g.add_argument("--samples", type=int, default=1000, help="fixed training set size (default 1000)")
     g.add_argument("--epochs", type=int, default=100, help="passes over the training set (default 100)")
     g.add_argument("--widths", type=int, nargs="+", default=None, help="hidden widths J_l (default Table I)")

@@ -80,7 +80,8 @@ def test_train_and_precode_commands(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["precode", "--n", "4", "--k", "2", "--snr", "10", "--method", "mrt", "--objective", "ee"], "not in this version"),
-    (["precode", "--n", "4", "--k", "2", "--snr", "10", "--method", "mrt", "--cells", "2"], "not in this version"),
+    (["precode", "--n", "4", "--k", "2", "--snr", "10", "--method", "vanilla-gnn", "--cells", "2"], "not in this"),
+    (["precode", "--n", "4", "--k", "2", "--snr", "10", "--method", "model-gnn", "--cells", "2"], "model-gnn-mc"),
     (["precode", "--n", "5", "--k", "3", "--snr", "7", "--method", "model-gnn"], "no shipped weights"),
     (["precode", "--n", "2", "--k", "3", "--snr", "7", "--method", "zf"], "--k <= --n"),
     (["train", "model-gnn", "--objective", "ee", "--out", "x"], "not in this version"),

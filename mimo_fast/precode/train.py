@@ -7,6 +7,7 @@ which stop the run after the current step), ``best.safetensors`` (best validatio
 against WMMSE on ``val_samples`` held-out channels, drawn once) and ``log.jsonl`` (one line
 per epoch). ``resume=True`` continues exactly: each epoch's shuffle comes from its own seed.
 
+``cells > 1`` trains the multi-cell Model-GNN on P2 (:mod:`mimo_fast.precode.multicell`).
 K: ``k_dist="fixed"`` uses K = k; ``"exp"`` draws K per sample as ``round(Exp(k_mean))``
 clipped to [2, min(k, n)] (the paper's Fig. 6 training set); a mini-batch mixes K values
 and is evaluated one K group at a time.
@@ -24,6 +25,7 @@ from typing import Optional
 import torch
 
 from mimo_fast.precode import metrics, weights
+from mimo_fast.precode.multicell import draw_channels_mc, sum_se_mc, wmmse_mc
 from mimo_fast.precode.wmmse import wmmse
 
 MODELS = ("model-gnn", "vanilla-gnn")
@@ -48,6 +50,7 @@ class PrecodeTrainConfig:
     pooling: str = "mean"
     val_samples: int = 100
     p_max: float = 1.0
+    cells: int = 1
     record: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -57,6 +60,11 @@ class PrecodeTrainConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {v!r}")
+        if not isinstance(self.cells, int) or self.cells < 1:
+            raise ValueError(f"--cells must be a positive integer, got {self.cells!r}")
+        if self.cells > 1 and (self.model != "model-gnn" or self.k_dist != "fixed"):
+            raise ValueError("--cells > 1 trains the multi-cell Model-GNN with a fixed K only "
+                             "(vanilla-gnn and --k-dist exp with --cells > 1 are not in this version)")
         if self.k_dist not in ("fixed", "exp"):
             raise ValueError(f"--k-dist must be 'fixed' or 'exp', got {self.k_dist!r}")
         if self.k_dist == "exp" and not self.k_mean > 0:
@@ -85,7 +93,7 @@ class PrecodeTrainConfig:
 
 def build_model(cfg: PrecodeTrainConfig):
     torch.manual_seed(cfg.seed)                     # same initial parameters for a seed
-    cls = weights.registry()[cfg.model]
+    cls = weights.registry()["model-gnn-mc" if cfg.cells > 1 else cfg.model]
     options = {"pooling": cfg.pooling}
     if cfg.widths is not None:
         options["widths"] = cfg.widths
@@ -95,6 +103,8 @@ def build_model(cfg: PrecodeTrainConfig):
 def draw_set(cfg: PrecodeTrainConfig, count: int, stream: int) -> list[torch.Tensor]:
     """``count`` channels as a list of ``(N, K_i)`` tensors (seeded by ``(seed, stream)``)."""
     g = torch.Generator().manual_seed(cfg.seed * 1000 + stream)
+    if cfg.cells > 1:
+        return list(draw_channels_mc(count, cfg.cells, cfg.n, cfg.k, generator=g))
     if cfg.k_dist == "fixed":
         return list(metrics.draw_channels(count, cfg.n, cfg.k, generator=g))
     e = torch.empty(count, dtype=torch.float64).exponential_(1.0 / cfg.k_mean, generator=g)
@@ -108,10 +118,6 @@ def groups(Hs: list[torch.Tensor]) -> list[torch.Tensor]:
     for H in Hs:
         by_k.setdefault(H.shape[-1], []).append(H)
     return [torch.stack(v) for _, v in sorted(by_k.items())]
-
-
-def mean_se(model, Hs: list[torch.Tensor], nv: float, p_max: float) -> torch.Tensor:
-    return torch.cat([metrics.sum_se(H, model(H, p_max), nv) for H in groups(Hs)]).mean()
 
 
 class _Stop:
@@ -138,12 +144,13 @@ def train(cfg: PrecodeTrainConfig, out, *, resume: bool = False, progress: bool 
     if not resume and ((out / STATE).exists() or (out / LAST).exists()):
         raise ValueError(f"--out {str(out)!r} already holds a run; pass --resume or choose another folder")
     nv = metrics.noise_var(cfg.snr_db, cfg.p_max)
+    se_of, ref_of = (sum_se_mc, wmmse_mc) if cfg.cells > 1 else (metrics.sum_se, wmmse)
     model = build_model(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     train_set = draw_set(cfg, cfg.samples, 0)
     val_set = draw_set(cfg, cfg.val_samples, 1)
     val_groups = groups(val_set)
-    val_ref = [metrics.sum_se(H, wmmse(H, nv, cfg.p_max)[0], nv) for H in val_groups]
+    val_ref = [se_of(H, ref_of(H, nv, cfg.p_max)[0], nv) for H in val_groups]
     epoch, step, best, elapsed = 0, 0, -1.0, 0.0
     if resume:
         state = torch.load(out / STATE, weights_only=True)
@@ -166,12 +173,12 @@ def train(cfg: PrecodeTrainConfig, out, *, resume: bool = False, progress: bool 
         st = {"epoch": epoch, "step": step, "optimizer": opt.state_dict(), "best": best,
               "elapsed": elapsed, "options": cfg.run_defining()}
         weights.atomic_write(out / STATE, lambda tmp: torch.save(st, tmp))
-        weights.save(model, out / LAST, n=cfg.n, k=cfg.k_label, snr_db=cfg.snr_db,
+        weights.save(model, out / LAST, n=cfg.n, k=cfg.k_label, snr_db=cfg.snr_db, cells=cfg.cells,
                      record=record(epoch_step=[epoch, step]))
 
     def validate() -> tuple[float, float]:
         with torch.no_grad():
-            se = [metrics.sum_se(H, model(H, cfg.p_max), nv) for H in val_groups]
+            se = [se_of(H, model(H, cfg.p_max), nv) for H in val_groups]
         se_all, ref_all = torch.cat(se), torch.cat(val_ref)
         return float(se_all.mean()), metrics.se_ratio(se_all, ref_all)
 
@@ -186,7 +193,7 @@ def train(cfg: PrecodeTrainConfig, out, *, resume: bool = False, progress: bool 
             while step < steps_per_epoch and not stop.flag:
                 idx = perm[step * cfg.batch:(step + 1) * cfg.batch].tolist()
                 batch = [train_set[i] for i in idx]
-                loss = -torch.cat([metrics.sum_se(H, model(H, cfg.p_max), nv) for H in groups(batch)]).mean()
+                loss = -torch.cat([se_of(H, model(H, cfg.p_max), nv) for H in groups(batch)]).mean()
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -199,7 +206,7 @@ def train(cfg: PrecodeTrainConfig, out, *, resume: bool = False, progress: bool 
             val_se, ratio = validate()
             if ratio > best:
                 best = ratio
-                weights.save(model, out / BEST, n=cfg.n, k=cfg.k_label, snr_db=cfg.snr_db,
+                weights.save(model, out / BEST, n=cfg.n, k=cfg.k_label, snr_db=cfg.snr_db, cells=cfg.cells,
                              record=record(epoch=epoch, val_se_ratio=round(ratio, 5)))
             line = {"epoch": epoch, "loss": sum(losses) / len(losses), "val_se": val_se,
                     "val_se_ratio": ratio, "wall": round(elapsed, 2)}
@@ -229,17 +236,16 @@ def main(args, command: str) -> int:
 
     if args.objective != "se":
         return fail("--objective ee is not in this version (only the sum-SE problem P1 is implemented)")
-    if args.cells != 1:
-        return fail("--cells > 1 (coordinated beamforming, P2) is not in this version")
     if args.device not in (None, "cpu"):
         return fail("precoder training runs on the CPU in this version (--device cpu)")
     cfg = PrecodeTrainConfig(model=args.model, n=args.n, k=args.k, snr_db=args.snr, k_dist=args.k_dist,
                              k_mean=args.k_mean, samples=args.samples, epochs=args.epochs, batch=args.batch,
-                             lr=args.lr, lr_final=args.lr_final, seed=args.seed, widths=args.widths, pooling=args.pooling,
+                             lr=args.lr, lr_final=args.lr_final, seed=args.seed, cells=args.cells,
+                             widths=args.widths, pooling=args.pooling,
                              record={"command": command})
     try:
         cfg.validate()
-        print(f"train {cfg.model}: N={cfg.n} K={cfg.k_label} SNR {cfg.snr_db:g} dB, {cfg.samples} samples, "
+        print(f"train {cfg.model}: M={cfg.cells} N={cfg.n} K={cfg.k_label} SNR {cfg.snr_db:g} dB, {cfg.samples} samples, "
               f"{cfg.epochs} epochs, batch {cfg.batch}, lr {cfg.lr:g} -> {args.out}", file=sys.stderr)
         res = train(cfg, args.out, resume=args.resume, progress=not args.no_progress,
                     log=lambda m: print(m, file=sys.stderr, flush=True))

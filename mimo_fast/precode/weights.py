@@ -3,9 +3,10 @@
 
 Metadata keys: ``mimo_fast.precoder`` (``"model-gnn"`` / ``"vanilla-gnn"``),
 ``mimo_fast.config`` (constructor options), ``mimo_fast.n``, ``mimo_fast.k`` (the K it was
-trained for, or a description such as ``"exp4"``), ``mimo_fast.snr_db`` and
+trained for, or a description such as ``"exp4"``), ``mimo_fast.snr_db``, ``mimo_fast.cells`` and
 ``mimo_fast.record`` (command, wall-clock, samples, epochs, validation SE ratio).
-Shipped files: ``mimo_fast/weights/<name>_<n>x<k>_<snr>db.safetensors``.
+Shipped files: ``mimo_fast/weights/<name>_<n>x<k>_<snr>db.safetensors`` (multi-cell:
+``model-gnn-mc_<cells>x<n>x<k>_<snr>db.safetensors``).
 """
 from __future__ import annotations
 
@@ -23,14 +24,15 @@ _PREFIX = "mimo_fast."
 def registry() -> dict:
     from mimo_fast.precode.gnn import VanillaGNN
     from mimo_fast.precode.model_gnn import ModelGNN
-    return {ModelGNN.name: ModelGNN, VanillaGNN.name: VanillaGNN}
+    from mimo_fast.precode.multicell import ModelGNNMC
+    return {ModelGNN.name: ModelGNN, VanillaGNN.name: VanillaGNN, ModelGNNMC.name: ModelGNNMC}
 
 
-def save(model, path, *, n, k, snr_db, record: Optional[dict] = None) -> None:
+def save(model, path, *, n, k, snr_db, cells: int = 1, record: Optional[dict] = None) -> None:
     from safetensors.torch import save_file
     state = {name: v.detach().cpu().contiguous() for name, v in model.state_dict().items()}
     meta = {_PREFIX + "precoder": model.name, _PREFIX + "config": json.dumps(model.config(), sort_keys=True),
-            _PREFIX + "n": json.dumps(n), _PREFIX + "k": json.dumps(k), _PREFIX + "snr_db": json.dumps(snr_db),
+            _PREFIX + "n": json.dumps(n), _PREFIX + "k": json.dumps(k), _PREFIX + "snr_db": json.dumps(snr_db), _PREFIX + "cells": json.dumps(cells),
             _PREFIX + "record": json.dumps(record or {}, sort_keys=True)}
     atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
 
@@ -83,14 +85,16 @@ def shipped(name: Optional[str] = None) -> list[str]:
     return sorted(p.name for nm in names for p in SHIPPED_DIR.glob(f"{nm}_*db.safetensors"))
 
 
-def find_shipped(name: str, n: int, k: int, snr_db: float) -> pathlib.Path:
-    """The shipped file for exactly (name, n, k, snr_db), or an error listing what is shipped."""
-    path = SHIPPED_DIR / shipped_name(name, n, k, snr_db)
+def find_shipped(name: str, n: int, k: int, snr_db: float, cells: int = 1) -> pathlib.Path:
+    """The shipped file for exactly (name, n, k, snr_db, cells), or an error listing what is shipped."""
+    if cells > 1:
+        name = name + "-mc" if not name.endswith("-mc") else name
+    path = SHIPPED_DIR / shipped_name(name, f"{cells}x{n}" if cells > 1 else n, k, snr_db)
     if path.is_file():
         return path
     have = ", ".join(shipped(name)) or "none"
-    raise WeightsError(f"no shipped weights for precoder {name!r} with n={n}, k={k}, snr={snr_db:g} dB; shipped: "
-                       f"{have}. Train with `mimo-fast train {name} --n {n} --k {k} --snr {snr_db:g} --out DIR` "
+    raise WeightsError(f"no shipped weights for precoder {name!r} with cells={cells}, n={n}, k={k}, snr={snr_db:g} dB; shipped: "
+                       f"{have}. Train with `mimo-fast train {name.removesuffix('-mc')} --cells {cells} --n {n} --k {k} --snr {snr_db:g} --out DIR` "
                        "and pass --weights DIR/best.safetensors (a Model-GNN runs at any N, K).")
 
 

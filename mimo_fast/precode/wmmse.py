@@ -35,9 +35,11 @@ class WMMSEInfo:
     history: Optional[list]      # per-iteration (B,) sum SE, when asked for
 
 
-def _v_step(H: torch.Tensor, u: torch.Tensor, w: torch.Tensor, p_max: float) -> torch.Tensor:
-    A = (H * (w * u.abs().square()).unsqueeze(-2)) @ H.mH          # (B, N, N) Hermitian PSD
-    Bm = H * (u * w).unsqueeze(-2)                                 # columns h_k u_k w_k
+def _v_step(H: torch.Tensor, a: torch.Tensor, Bm: torch.Tensor, p_max: float) -> torch.Tensor:
+    """``(A + mu I)^{-1} Bm`` with ``A = sum_u a_u h_u h_u^H`` over the columns of ``H`` and the
+    smallest ``mu >= 0`` that meets ``Tr(V^H V) <= p_max`` (bisection; also used per base
+    station by the multi-cell WMMSE)."""
+    A = (H * a.unsqueeze(-2)) @ H.mH                               # (B, N, N) Hermitian PSD
     lam, U = torch.linalg.eigh(A)
     lam = lam.clamp_min(0)
     phi2 = (U.mH @ Bm).abs().square().sum(-1)                      # (B, N) |phi_i|^2
@@ -79,7 +81,7 @@ def wmmse(H: torch.Tensor, noise_var: float, p_max: float = 1.0, *, tol: float =
         T = G.abs().square().sum(-1) + noise_var
         u = signal / T
         w = 1.0 / (1.0 - signal.abs().square() / T).clamp_min(1e-300)
-        V_new = _v_step(H, u, w, p_max)
+        V_new = _v_step(H, w * u.abs().square(), H * (u * w).unsqueeze(-2), p_max)
         se_new = metrics.sum_se(H, V_new, noise_var)
         V = torch.where(active[:, None, None], V_new, V)
         gain = se_new - se
@@ -90,4 +92,4 @@ def wmmse(H: torch.Tensor, noise_var: float, p_max: float = 1.0, *, tol: float =
     return V.to(dtype), WMMSEInfo(iterations=it, converged=~active, history=history)
 
 
-__all__ = ["wmmse", "WMMSEInfo"]
+__all__ = ["wmmse", "WMMSEInfo", "BISECTION_STEPS"]
