@@ -24,7 +24,7 @@ CN(0, I) here); ``V`` is ``(B, M, N, K)`` with ``V[b, m, :, k] = v_{k_m}``. P2::
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn

@@ -245,8 +245,9 @@ def main(args, command: str) -> int:
                              record={"command": command})
     try:
         cfg.validate()
-        print(f"train {cfg.model}: M={cfg.cells} N={cfg.n} K={cfg.k_label} SNR {cfg.snr_db:g} dB, {cfg.samples} samples, "
-              f"{cfg.epochs} epochs, batch {cfg.batch}, lr {cfg.lr:g} -> {args.out}", file=sys.stderr)
+        print(f"train {cfg.model}: M={cfg.cells} N={cfg.n} K={cfg.k_label} SNR {cfg.snr_db:g} dB, "
+              f"{cfg.samples} samples, {cfg.epochs} epochs, batch {cfg.batch}, lr {cfg.lr:g} -> {args.out}",
+              file=sys.stderr)
         res = train(cfg, args.out, resume=args.resume, progress=not args.no_progress,
                     log=lambda m: print(m, file=sys.stderr, flush=True))
     except ValueError as exc:

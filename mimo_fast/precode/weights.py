@@ -14,8 +14,6 @@ import json
 import pathlib
 from typing import Optional
 
-import torch
-
 from mimo_fast.detect.learned.weights import SHIPPED_DIR, WeightsError, atomic_write
 
 _PREFIX = "mimo_fast."
@@ -32,7 +30,8 @@ def save(model, path, *, n, k, snr_db, cells: int = 1, record: Optional[dict] = 
     from safetensors.torch import save_file
     state = {name: v.detach().cpu().contiguous() for name, v in model.state_dict().items()}
     meta = {_PREFIX + "precoder": model.name, _PREFIX + "config": json.dumps(model.config(), sort_keys=True),
-            _PREFIX + "n": json.dumps(n), _PREFIX + "k": json.dumps(k), _PREFIX + "snr_db": json.dumps(snr_db), _PREFIX + "cells": json.dumps(cells),
+            _PREFIX + "n": json.dumps(n), _PREFIX + "k": json.dumps(k), _PREFIX + "snr_db": json.dumps(snr_db),
+            _PREFIX + "cells": json.dumps(cells),
             _PREFIX + "record": json.dumps(record or {}, sort_keys=True)}
     atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
 
@@ -93,9 +92,10 @@ def find_shipped(name: str, n: int, k: int, snr_db: float, cells: int = 1) -> pa
     if path.is_file():
         return path
     have = ", ".join(shipped(name)) or "none"
-    raise WeightsError(f"no shipped weights for precoder {name!r} with cells={cells}, n={n}, k={k}, snr={snr_db:g} dB; shipped: "
-                       f"{have}. Train with `mimo-fast train {name.removesuffix('-mc')} --cells {cells} --n {n} --k {k} --snr {snr_db:g} --out DIR` "
-                       "and pass --weights DIR/best.safetensors (a Model-GNN runs at any N, K).")
+    raise WeightsError(
+        f"no shipped weights for precoder {name!r} with cells={cells}, n={n}, k={k}, snr={snr_db:g} dB; shipped: "
+        f"{have}. Train with `mimo-fast train {name.removesuffix('-mc')} --cells {cells} --n {n} --k {k} "
+        f"--snr {snr_db:g} --out DIR` and pass --weights DIR/best.safetensors (a Model-GNN runs at any N, K).")
 
 
 __all__ = ["save", "read", "load", "find_shipped", "shipped", "shipped_name", "WeightsError", "registry"]
