@@ -34,3 +34,15 @@ def test_model_gnn_runs_at_other_sizes_with_shipped_weights():
 def test_missing_shipped_weights_list_what_exists():
     with pytest.raises(weights.WeightsError, match="model-gnn_32x16_10db.safetensors"):
         weights.find_shipped("model-gnn", 16, 8, 10)
+
+
+@pytest.mark.parametrize("k, at_least", [(4, 0.97), (24, 0.90)])
+def test_model_gnn_trained_on_exponential_k_generalises(k, at_least):
+    """Fig. 6: trained on K ~ round(Exp(4)) at N = 32, tested at K up to 24."""
+    model = weights.load(weights.SHIPPED_DIR / "model-gnn_32xexp4_10db.safetensors", expect="model-gnn")
+    assert model.meta["k"] == "exp4" and model.record["k_dist"] == "exp"
+    H = metrics.draw_channels(40, 32, k, generator=torch.Generator().manual_seed(7))
+    nv = metrics.noise_var(10)
+    se_w = metrics.sum_se(H, wmmse(H, nv)[0], nv)
+    with torch.no_grad():
+        assert metrics.se_ratio(metrics.sum_se(H, model(H), nv), se_w) >= at_least
