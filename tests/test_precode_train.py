@@ -8,7 +8,7 @@ import torch
 
 from mimo_fast import cli
 from mimo_fast.precode import metrics, weights
-from mimo_fast.precode.train import PrecodeTrainConfig, train
+from mimo_fast.precode.train import PrecodeTrainConfig, draw_set, groups, train
 
 TINY = dict(model="model-gnn", n=4, k=2, snr_db=10.0, samples=64, batch=16, lr=0.02, widths=[4, 4],
             val_samples=16, seed=3)
@@ -55,6 +55,18 @@ def test_resume_continues_exactly(tmp_path):
     b, _ = weights.read(tmp_path / "b" / "last.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert full["val_se_ratio"] == rest["val_se_ratio"]
+
+
+def test_exponential_k_training_set_mixes_user_counts(tmp_path):
+    cfg = PrecodeTrainConfig(n=6, k=5, k_dist="exp", k_mean=3.0, samples=300, epochs=1, batch=32, widths=[4],
+                             val_samples=8)
+    hs = draw_set(cfg, 300, 0)
+    ks = [h.shape[-1] for h in hs]
+    assert min(ks) == 2 and max(ks) == 5 and len(set(ks)) == 4 and all(h.shape[0] == 6 for h in hs)
+    assert [g.shape[-1] for g in groups(hs)] == [2, 3, 4, 5] and sum(g.shape[0] for g in groups(hs)) == 300
+    assert [h.shape for h in draw_set(cfg, 300, 0)] == [h.shape for h in hs]      # seeded
+    res = train(cfg, tmp_path / "exp", progress=False)
+    assert res["epoch"] == 1 and weights.load(tmp_path / "exp" / "best.safetensors").meta["k"] == "exp3"
 
 
 def test_train_and_precode_commands(tmp_path, capsys):

@@ -223,8 +223,6 @@ def train(cfg: PrecodeTrainConfig, out, *, resume: bool = False, progress: bool 
             "interrupted": stop.flag}
 
 
-__all__ = ["PrecodeTrainConfig", "train", "build_model", "draw_set", "groups", "MODELS"]
-
 
 def main(args, command: str) -> int:
     """``mimo-fast train model-gnn|vanilla-gnn`` (arguments from :mod:`mimo_fast.cli`)."""
@@ -259,3 +257,6 @@ def main(args, command: str) -> int:
     print(f"done: epoch {res['epoch']}, {res['wall']:.1f} s, best val SE ratio "
           f"{100 * res['best_val_se_ratio']:.2f}% -> {where}", file=sys.stderr)
     return 0
+
+
+__all__ = ["PrecodeTrainConfig", "train", "build_model", "draw_set", "groups", "main", "MODELS"]
