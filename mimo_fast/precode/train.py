@@ -223,7 +223,6 @@ def train(cfg: PrecodeTrainConfig, out, *, resume: bool = False, progress: bool 
             "interrupted": stop.flag}
 
 
-
 def main(args, command: str) -> int:
     """``mimo-fast train model-gnn|vanilla-gnn`` (arguments from :mod:`mimo_fast.cli`)."""
     import sys
