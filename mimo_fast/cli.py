@@ -166,9 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the same as JSON")
     p.set_defaults(func=_cmd_info)
     from mimo_fast.bench.run import add_parser as add_bench
-    from mimo_fast.simulate import add_parser as add_simulate
-
     from mimo_fast.precode.cli import add_parser as add_precode
+    from mimo_fast.simulate import add_parser as add_simulate
 
     add_simulate(sub)
     add_bench(sub)
