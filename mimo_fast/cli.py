@@ -48,6 +48,7 @@ def _add_train(sub) -> None:
     from mimo_fast.simulate import _rho
 
     models = [n for n, cls in REGISTRY.items() if issubclass(cls, LearnedDetector)]
+    models += ["model-gnn", "vanilla-gnn"]   # precoders: mimo_fast.precode.train
     p = sub.add_parser("train", help="train a learned detector (checkpoints, --resume, torchrun)",
                        description=TRAIN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", choices=models, metavar="MODEL", help="one of: " + " ".join(models))
@@ -79,11 +80,28 @@ def _add_train(sub) -> None:
     p.add_argument("--backend", default=None, help="op backend for the model (reference, cpu, ...)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group("precoder options (model-gnn, vanilla-gnn; docs/precoding.md)")
+    g.add_argument("--n", type=int, default=8, help="base-station antennas N (default 8)")
+    g.add_argument("--k", type=int, default=4, help="users K, or the largest K with --k-dist exp (default 4)")
+    g.add_argument("--k-dist", choices=("fixed", "exp"), default="fixed", help="K per sample (default fixed)")
+    g.add_argument("--k-mean", type=float, default=4.0, help="mean of K for --k-dist exp (default 4)")
+    g.add_argument("--snr", type=float, default=10.0, help="SNR = P_max / sigma0^2 in dB (default 10)")
+    g.add_argument("--objective", choices=("se", "ee"), default="se", help="se (ee: not in this version)")
+    g.add_argument("--cells", type=int, default=1, help="cells M: > 1 trains the multi-cell model-gnn (P2)")
+    g.add_argument("--samples", type=int, default=1000, help="fixed training set size (default 1000)")
+    g.add_argument("--epochs", type=int, default=100, help="passes over the training set (default 100)")
+    g.add_argument("--widths", type=int, nargs="+", default=None, help="hidden widths J_l (default Table I)")
+    g.add_argument("--pooling", choices=("sum", "mean"), default="mean", help="pooling (default mean)")
+    g.add_argument("--lr-final", type=float, default=0.01, help="cosine decay to lr * this (default 0.01)")
     p.set_defaults(func=_cmd_train)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     import shlex
+
+    if args.model in ("model-gnn", "vanilla-gnn"):
+        from mimo_fast.precode.train import main as train_precoder
+        return train_precoder(args, "mimo-fast " + shlex.join(getattr(args, "_argv", sys.argv[1:])))
 
     import torch
 
@@ -148,10 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the same as JSON")
     p.set_defaults(func=_cmd_info)
     from mimo_fast.bench.run import add_parser as add_bench
+    from mimo_fast.precode.cli import add_parser as add_precode
     from mimo_fast.simulate import add_parser as add_simulate
 
     add_simulate(sub)
     add_bench(sub)
+    add_precode(sub)
     _add_train(sub)
     return parser
 

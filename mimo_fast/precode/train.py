@@ -1,0 +1,261 @@
+"""Unsupervised training of the learned precoders (paper Sec. III-C, IV-A): a fixed
+training set of ``samples`` channels (h_k ~ CN(0, I)), Adam, loss = -sum SE averaged over
+the mini-batch; the power normalisation layer enforces (1b).
+
+Run folder: ``last.safetensors`` + ``last.state.pt`` (every epoch and on SIGINT/SIGTERM,
+which stop the run after the current step), ``best.safetensors`` (best validation SE ratio
+against WMMSE on ``val_samples`` held-out channels, drawn once) and ``log.jsonl`` (one line
+per epoch). ``resume=True`` continues exactly: each epoch's shuffle comes from its own seed.
+
+``cells > 1`` trains the multi-cell Model-GNN on P2 (:mod:`mimo_fast.precode.multicell`).
+K: ``k_dist="fixed"`` uses K = k; ``"exp"`` draws K per sample as ``round(Exp(k_mean))``
+clipped to [2, min(k, n)] (the paper's Fig. 6 training set); a mini-batch mixes K values
+and is evaluated one K group at a time.
+"""
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+import torch
+
+from mimo_fast.precode import metrics, weights
+from mimo_fast.precode.multicell import draw_channels_mc, sum_se_mc, wmmse_mc
+from mimo_fast.precode.wmmse import wmmse
+
+MODELS = ("model-gnn", "vanilla-gnn")
+LAST, STATE, BEST, LOG = "last.safetensors", "last.state.pt", "best.safetensors", "log.jsonl"
+
+
+@dataclass
+class PrecodeTrainConfig:
+    model: str = "model-gnn"
+    n: int = 8
+    k: int = 4
+    snr_db: float = 10.0
+    k_dist: str = "fixed"
+    k_mean: float = 4.0
+    samples: int = 1000
+    epochs: int = 100
+    batch: int = 100
+    lr: float = 0.01
+    lr_final: float = 0.01
+    seed: int = 0
+    widths: Optional[list] = None
+    pooling: str = "mean"
+    val_samples: int = 100
+    p_max: float = 1.0
+    cells: int = 1
+    record: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
+        for name in ("n", "k", "samples", "epochs", "batch", "val_samples"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {v!r}")
+        if not isinstance(self.cells, int) or self.cells < 1:
+            raise ValueError(f"--cells must be a positive integer, got {self.cells!r}")
+        if self.cells > 1 and (self.model != "model-gnn" or self.k_dist != "fixed"):
+            raise ValueError("--cells > 1 trains the multi-cell Model-GNN with a fixed K only "
+                             "(vanilla-gnn and --k-dist exp with --cells > 1 are not in this version)")
+        if self.k_dist not in ("fixed", "exp"):
+            raise ValueError(f"--k-dist must be 'fixed' or 'exp', got {self.k_dist!r}")
+        if self.k_dist == "exp" and not self.k_mean > 0:
+            raise ValueError(f"--k-mean must be > 0, got {self.k_mean!r}")
+        if not self.lr > 0 or not self.p_max > 0:
+            raise ValueError(f"--lr and p_max must be > 0, got {self.lr!r}, {self.p_max!r}")
+        if not 0 < self.lr_final <= 1:
+            raise ValueError(f"--lr-final must be in (0, 1], got {self.lr_final!r}")
+
+    def lr_at(self, epoch: int) -> float:
+        """Cosine decay from ``lr`` to ``lr * lr_final`` over the epochs (ours: the paper's
+        constant 0.01 makes the SE jump back and forth late in training)."""
+        frac = self.lr_final + (1 - self.lr_final) * 0.5 * (1 + math.cos(math.pi * epoch / self.epochs))
+        return self.lr * frac
+
+    def run_defining(self) -> dict:
+        d = asdict(self)
+        for key in ("record",):
+            d.pop(key)
+        return d
+
+    @property
+    def k_label(self):
+        return self.k if self.k_dist == "fixed" else f"exp{self.k_mean:g}"
+
+
+def build_model(cfg: PrecodeTrainConfig):
+    torch.manual_seed(cfg.seed)                     # same initial parameters for a seed
+    cls = weights.registry()["model-gnn-mc" if cfg.cells > 1 else cfg.model]
+    options = {"pooling": cfg.pooling}
+    if cfg.widths is not None:
+        options["widths"] = cfg.widths
+    return cls(**options)
+
+
+def draw_set(cfg: PrecodeTrainConfig, count: int, stream: int) -> list[torch.Tensor]:
+    """``count`` channels as a list of ``(N, K_i)`` tensors (seeded by ``(seed, stream)``)."""
+    g = torch.Generator().manual_seed(cfg.seed * 1000 + stream)
+    if cfg.cells > 1:
+        return list(draw_channels_mc(count, cfg.cells, cfg.n, cfg.k, generator=g))
+    if cfg.k_dist == "fixed":
+        return list(metrics.draw_channels(count, cfg.n, cfg.k, generator=g))
+    e = torch.empty(count, dtype=torch.float64).exponential_(1.0 / cfg.k_mean, generator=g)
+    ks = e.round().clamp(2, min(cfg.k, cfg.n)).long().tolist()
+    return [metrics.draw_channels(1, cfg.n, kk, generator=g)[0] for kk in ks]
+
+
+def groups(Hs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Stack a list of channels into one batch per K."""
+    by_k: dict = {}
+    for H in Hs:
+        by_k.setdefault(H.shape[-1], []).append(H)
+    return [torch.stack(v) for _, v in sorted(by_k.items())]
+
+
+class _Stop:
+    def __init__(self):
+        self.flag = False
+
+    def __enter__(self):
+        self.old = {s: signal.signal(s, self._set) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _set(self, *_):
+        self.flag = True
+
+    def __exit__(self, *exc):
+        for s, h in self.old.items():
+            signal.signal(s, h)
+
+
+def train(cfg: PrecodeTrainConfig, out, *, resume: bool = False, progress: bool = True,
+          log=print) -> dict:
+    """Train; returns ``{"epoch", "val_se_ratio", "best_val_se_ratio", "wall", "interrupted"}``."""
+    cfg.validate()
+    out = pathlib.Path(out)
+    if not resume and ((out / STATE).exists() or (out / LAST).exists()):
+        raise ValueError(f"--out {str(out)!r} already holds a run; pass --resume or choose another folder")
+    nv = metrics.noise_var(cfg.snr_db, cfg.p_max)
+    se_of, ref_of = (sum_se_mc, wmmse_mc) if cfg.cells > 1 else (metrics.sum_se, wmmse)
+    model = build_model(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    train_set = draw_set(cfg, cfg.samples, 0)
+    val_set = draw_set(cfg, cfg.val_samples, 1)
+    val_groups = groups(val_set)
+    val_ref = [se_of(H, ref_of(H, nv, cfg.p_max)[0], nv) for H in val_groups]
+    epoch, step, best, elapsed = 0, 0, -1.0, 0.0
+    if resume:
+        state = torch.load(out / STATE, weights_only=True)
+        if state["options"] != json.loads(json.dumps(cfg.run_defining())):
+            raise ValueError(f"--resume: {str(out)!r} was run with {state['options']}, not {cfg.run_defining()}")
+        wstate, meta = weights.read(out / LAST)
+        if (meta.get("record") or {}).get("epoch_step") != [state["epoch"], state["step"]]:
+            raise ValueError(f"--resume: {str(out / LAST)!r} and {str(out / STATE)!r} are from different steps")
+        model.load_state_dict(wstate)
+        opt.load_state_dict(state["optimizer"])
+        epoch, step, best, elapsed = state["epoch"], state["step"], state["best"], state["elapsed"]
+    out.mkdir(parents=True, exist_ok=True)
+    steps_per_epoch = -(-cfg.samples // cfg.batch)
+
+    def record(**extra):
+        return dict(cfg.record, samples=cfg.samples, epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr,
+                    seed=cfg.seed, k_dist=cfg.k_dist, wall_seconds=round(elapsed, 1), **extra)
+
+    def checkpoint():
+        st = {"epoch": epoch, "step": step, "optimizer": opt.state_dict(), "best": best,
+              "elapsed": elapsed, "options": cfg.run_defining()}
+        weights.atomic_write(out / STATE, lambda tmp: torch.save(st, tmp))
+        weights.save(model, out / LAST, n=cfg.n, k=cfg.k_label, snr_db=cfg.snr_db, cells=cfg.cells,
+                     record=record(epoch_step=[epoch, step]))
+
+    def validate() -> tuple[float, float]:
+        with torch.no_grad():
+            se = [se_of(H, model(H, cfg.p_max), nv) for H in val_groups]
+        se_all, ref_all = torch.cat(se), torch.cat(val_ref)
+        return float(se_all.mean()), metrics.se_ratio(se_all, ref_all)
+
+    ratio = best
+    t0 = time.perf_counter() - elapsed
+    with _Stop() as stop:
+        while epoch < cfg.epochs and not stop.flag:
+            perm = torch.randperm(cfg.samples, generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr_at(epoch)
+            losses = []
+            while step < steps_per_epoch and not stop.flag:
+                idx = perm[step * cfg.batch:(step + 1) * cfg.batch].tolist()
+                batch = [train_set[i] for i in idx]
+                loss = -torch.cat([se_of(H, model(H, cfg.p_max), nv) for H in groups(batch)]).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                losses.append(float(loss.detach()))
+                step += 1
+            elapsed = time.perf_counter() - t0
+            if step < steps_per_epoch:          # interrupted inside the epoch
+                break
+            epoch, step = epoch + 1, 0
+            val_se, ratio = validate()
+            if ratio > best:
+                best = ratio
+                weights.save(model, out / BEST, n=cfg.n, k=cfg.k_label, snr_db=cfg.snr_db, cells=cfg.cells,
+                             record=record(epoch=epoch, val_se_ratio=round(ratio, 5)))
+            line = {"epoch": epoch, "loss": sum(losses) / len(losses), "val_se": val_se,
+                    "val_se_ratio": ratio, "wall": round(elapsed, 2)}
+            with open(out / LOG, "a") as f:
+                f.write(json.dumps(line) + "\n")
+            if progress:
+                log(f"epoch {epoch}/{cfg.epochs}: loss {line['loss']:.4f}, val SE {val_se:.3f} "
+                    f"({100 * ratio:.2f}% of WMMSE), {elapsed:.1f} s")
+            checkpoint()
+        elapsed = time.perf_counter() - t0
+        if stop.flag:
+            checkpoint()
+    return {"epoch": epoch, "val_se_ratio": ratio, "best_val_se_ratio": best, "wall": elapsed,
+            "interrupted": stop.flag}
+
+
+def main(args, command: str) -> int:
+    """``mimo-fast train model-gnn|vanilla-gnn`` (arguments from :mod:`mimo_fast.cli`)."""
+    import sys
+
+    def fail(msg: str) -> int:
+        print(f"mimo-fast train: error: {msg}", file=sys.stderr)
+        return 2
+
+    if args.objective != "se":
+        return fail("--objective ee is not in this version (only the sum-SE problem P1 is implemented)")
+    if args.device not in (None, "cpu"):
+        return fail("precoder training runs on the CPU in this version (--device cpu)")
+    cfg = PrecodeTrainConfig(model=args.model, n=args.n, k=args.k, snr_db=args.snr, k_dist=args.k_dist,
+                             k_mean=args.k_mean, samples=args.samples, epochs=args.epochs, batch=args.batch,
+                             lr=args.lr, lr_final=args.lr_final, seed=args.seed, cells=args.cells,
+                             widths=args.widths, pooling=args.pooling,
+                             record={"command": command})
+    try:
+        cfg.validate()
+        print(f"train {cfg.model}: M={cfg.cells} N={cfg.n} K={cfg.k_label} SNR {cfg.snr_db:g} dB, "
+              f"{cfg.samples} samples, {cfg.epochs} epochs, batch {cfg.batch}, lr {cfg.lr:g} -> {args.out}",
+              file=sys.stderr)
+        res = train(cfg, args.out, resume=args.resume, progress=not args.no_progress,
+                    log=lambda m: print(m, file=sys.stderr, flush=True))
+    except ValueError as exc:
+        return fail(str(exc))
+    where = f"{args.out}/{BEST}"
+    if res["interrupted"]:
+        print(f"stopped at epoch {res['epoch']}; continue with --resume ({where})", file=sys.stderr)
+        return 130
+    print(f"done: epoch {res['epoch']}, {res['wall']:.1f} s, best val SE ratio "
+          f"{100 * res['best_val_se_ratio']:.2f}% -> {where}", file=sys.stderr)
+    return 0
+
+
+__all__ = ["PrecodeTrainConfig", "train", "build_model", "draw_set", "groups", "main", "MODELS"]

@@ -1,0 +1,101 @@
+"""Weight files of the learned precoders: safetensors with JSON metadata (the idea of
+:mod:`mimo_fast.detect.learned.weights`, whose ``atomic_write`` it reuses).
+
+Metadata keys: ``mimo_fast.precoder`` (``"model-gnn"`` / ``"vanilla-gnn"``),
+``mimo_fast.config`` (constructor options), ``mimo_fast.n``, ``mimo_fast.k`` (the K it was
+trained for, or a description such as ``"exp4"``), ``mimo_fast.snr_db``, ``mimo_fast.cells`` and
+``mimo_fast.record`` (command, wall-clock, samples, epochs, validation SE ratio).
+Shipped files: ``mimo_fast/weights/<name>_<n>x<k>_<snr>db.safetensors`` (multi-cell:
+``model-gnn-mc_<cells>x<n>x<k>_<snr>db.safetensors``).
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Optional
+
+from mimo_fast.detect.learned.weights import SHIPPED_DIR, WeightsError, atomic_write
+
+_PREFIX = "mimo_fast."
+
+
+def registry() -> dict:
+    from mimo_fast.precode.gnn import VanillaGNN
+    from mimo_fast.precode.model_gnn import ModelGNN
+    from mimo_fast.precode.multicell import ModelGNNMC
+    return {ModelGNN.name: ModelGNN, VanillaGNN.name: VanillaGNN, ModelGNNMC.name: ModelGNNMC}
+
+
+def save(model, path, *, n, k, snr_db, cells: int = 1, record: Optional[dict] = None) -> None:
+    from safetensors.torch import save_file
+    state = {name: v.detach().cpu().contiguous() for name, v in model.state_dict().items()}
+    meta = {_PREFIX + "precoder": model.name, _PREFIX + "config": json.dumps(model.config(), sort_keys=True),
+            _PREFIX + "n": json.dumps(n), _PREFIX + "k": json.dumps(k), _PREFIX + "snr_db": json.dumps(snr_db),
+            _PREFIX + "cells": json.dumps(cells),
+            _PREFIX + "record": json.dumps(record or {}, sort_keys=True)}
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
+
+
+def read(path) -> tuple[dict, dict]:
+    """``(state_dict, metadata)`` with clear errors for a missing, corrupt or foreign file."""
+    from safetensors import safe_open
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights: no such file {str(path)!r}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+            state = {name: f.get_tensor(name) for name in f.keys()}
+    except Exception as exc:  # safetensors raises its own error types for bad headers
+        raise WeightsError(f"weights: {str(path)!r} is not a readable safetensors file ({exc})") from exc
+    if _PREFIX + "precoder" not in raw:
+        raise WeightsError(f"weights: {str(path)!r} holds no precoder (not written by mimo_fast.precode)")
+    meta = {key[len(_PREFIX):]: (v if key == _PREFIX + "precoder" else json.loads(v))
+            for key, v in raw.items() if key.startswith(_PREFIX)}
+    return state, meta
+
+
+def load(path, expect: Optional[str] = None):
+    """Rebuild the precoder in ``path`` (``expect``: the name asked for; a mismatch is an error)."""
+    state, meta = read(path)
+    name = meta["precoder"]
+    if expect is not None and name != expect:
+        raise WeightsError(f"weights: {str(path)!r} holds a {name!r} precoder, not {expect!r}")
+    reg = registry()
+    if name not in reg:
+        raise WeightsError(f"weights: {str(path)!r} holds a {name!r} precoder, unknown to this version")
+    model = reg[name](**meta.get("config", {}))
+    own = model.state_dict()
+    bad = sorted(set(own) ^ set(state)) + sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if bad:
+        raise WeightsError(f"weights: {str(path)!r} does not fit {name} {meta.get('config')}: {bad}")
+    model.load_state_dict(state)
+    model.meta = meta
+    model.record = meta.get("record") or {}
+    return model.eval()
+
+
+def shipped_name(name: str, n, k, snr_db: float) -> str:
+    return f"{name}_{n}x{k}_{snr_db:g}db.safetensors"
+
+
+def shipped(name: Optional[str] = None) -> list[str]:
+    names = registry() if name is None else [name]
+    return sorted(p.name for nm in names for p in SHIPPED_DIR.glob(f"{nm}_*db.safetensors"))
+
+
+def find_shipped(name: str, n: int, k: int, snr_db: float, cells: int = 1) -> pathlib.Path:
+    """The shipped file for exactly (name, n, k, snr_db, cells), or an error listing what is shipped."""
+    if cells > 1:
+        name = name + "-mc" if not name.endswith("-mc") else name
+    path = SHIPPED_DIR / shipped_name(name, f"{cells}x{n}" if cells > 1 else n, k, snr_db)
+    if path.is_file():
+        return path
+    have = ", ".join(shipped(name)) or "none"
+    raise WeightsError(
+        f"no shipped weights for precoder {name!r} with cells={cells}, n={n}, k={k}, snr={snr_db:g} dB; shipped: "
+        f"{have}. Train with `mimo-fast train {name.removesuffix('-mc')} --cells {cells} --n {n} --k {k} "
+        f"--snr {snr_db:g} --out DIR` and pass --weights DIR/best.safetensors (a Model-GNN runs at any N, K).")
+
+
+__all__ = ["save", "read", "load", "find_shipped", "shipped", "shipped_name", "WeightsError", "registry"]
