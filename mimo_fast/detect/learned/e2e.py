@@ -54,19 +54,20 @@ class E2E(GEPNet):
     from). Options: those of :class:`GEPNet` except ``readout`` (always ``"complex"``),
     with the paper's sizes as defaults (:data:`PAPER`); ``init`` (the initial QAM's name,
     default: ``constellation``'s); ``tx_message_hidden`` (N_p1, N_p2 of GNN-tx),
-    ``tx_gru_size`` (N_u1 of GNN-tx), ``tx_rounds`` (L of GNN-tx), ``tx_residual``
-    (GNN-tx starts as the initial QAM; this library's option, see
-    :mod:`mimo_fast.nn.gnn_tx`).
+    ``tx_gru_size`` (N_u1 of GNN-tx), ``tx_rounds`` (L of GNN-tx), ``tx_residual`` and
+    ``tx_residual_scale`` (GNN-tx starts as the initial QAM and moves by a scaled
+    displacement; this library's options, see :mod:`mimo_fast.nn.gnn_tx`).
     """
 
     name = "e2e"
     #: simulations transmit with ``det.constellation`` (mimo_fast.eval.transmit_constellations)
     transmits_own_constellation = True
     _options = tuple(o for o in GEPNet._options if o != "readout") + (
-        "init", "tx_message_hidden", "tx_gru_size", "tx_rounds", "tx_residual")
+        "init", "tx_message_hidden", "tx_gru_size", "tx_rounds", "tx_residual", "tx_residual_scale")
 
     def __init__(self, constellation, *, init: Optional[str] = None, tx_message_hidden=(128, 64),
                  tx_gru_size: int = 128, tx_rounds: int = 2, tx_residual: bool = False,
+                 tx_residual_scale: float = 0.05,
                  message_hidden=(128, 64), gru_size: int = 128, readout_hidden=(256, 256), **kw):
         if "readout" in kw:
             raise ValueError("e2e: the readout is always the complex one of GNN-rx (eq. 3); "
@@ -88,8 +89,9 @@ class E2E(GEPNet):
         self.init = start.name
         self.tx_message_hidden = check_sizes("tx_message_hidden", tx_message_hidden, 2)
         self.tx_gru_size, self.tx_rounds, self.tx_residual = tx_gru_size, tx_rounds, tx_residual
-        self.tx = GNNTx(start, message_hidden=self.tx_message_hidden, gru_size=tx_gru_size,
-                        rounds=tx_rounds, residual=tx_residual, backend=self.backend)
+        self.tx = GNNTx(start, message_hidden=self.tx_message_hidden, gru_size=tx_gru_size, rounds=tx_rounds,
+                        residual=tx_residual, residual_scale=tx_residual_scale, backend=self.backend)
+        self.tx_residual_scale = self.tx.residual_scale
         self._live: Optional[Tensor] = None       # GNN-tx's points during training_loss
         if torch.allclose(given.points, start.points, atol=1e-9):
             self.refresh_constellation()          # a new model: the points GNN-tx gives now
@@ -170,4 +172,33 @@ class E2E(GEPNet):
         return masked_cross_entropy(outs[-1], x_idx, mask)                # (12)
 
 
-__all__ = ["E2E", "PAPER"]
+def plot_constellation(constellation, path, reference="qam16", title: str = "") -> None:
+    """PNG of ``constellation``'s points (red, labelled by message index) against
+    ``reference``'s (black), as the paper's Fig. 3."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise RuntimeError("plotting needs matplotlib: pip install 'mimo-fast[sim]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    c, ref = as_constellation(constellation), as_constellation(reference)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for pts, color, name in ((ref.points, "k", ref.name), (c.points, "r", c.name)):
+        ax.scatter(pts.real, pts.imag, s=60, facecolors="none", edgecolors=color, label=name)
+        for i, p in enumerate(pts.tolist()):
+            ax.annotate(str(i), (p.real, p.imag), textcoords="offset points", xytext=(4, 4), color=color, fontsize=7)
+    ax.axhline(0, color="0.8", lw=0.5)
+    ax.axvline(0, color="0.8", lw=0.5)
+    ax.set_aspect("equal")
+    ax.set_xlabel("Re")
+    ax.set_ylabel("Im")
+    ax.legend(loc="upper right", fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+__all__ = ["E2E", "PAPER", "plot_constellation"]
