@@ -5,7 +5,7 @@ the run on the learned constellation, ``--constellation-from e2e``).
     python bench/results/e2e_figures.py          # from the repository root
 
 Reads ``mimo_fast/weights/e2e_<nr>x<nt>_qam16.safetensors`` and
-``bench/results/simulate_e2e_<nr>x<nt>_qam16{,_learned}.json``; writes
+``bench/results/simulate_e2e_<nr>x<nt>_qam16{,_kbest,_learned}.json``; writes
 ``bench/results/e2e_constellation_<nr>x<nt>_qam16.png`` and
 ``bench/results/simulate_e2e_<nr>x<nt>_qam16_all.png``.
 """
@@ -39,6 +39,9 @@ def ser_png(nr: int, nt: int) -> None:
     if not base.exists():
         return
     runs = [(json.loads(base.read_text())["results"], "")]
+    extra = HERE / f"simulate_e2e_{nr}x{nt}_qam16_kbest.json"          # 8x8: K-best on 16-QAM (ML is 16^8)
+    if extra.exists():
+        runs.append((json.loads(extra.read_text())["results"], ""))
     learned = HERE / f"simulate_e2e_{nr}x{nt}_qam16_learned.json"
     if learned.exists():
         runs.append((json.loads(learned.read_text())["results"], " (learned const.)"))
@@ -51,6 +54,7 @@ def ser_png(nr: int, nt: int) -> None:
             xs, ys = zip(*pts)
             ax.semilogy(xs, [y if y > 0 else float("nan") for y in ys], marker="o" if not suffix else "s",
                         ls="-" if not suffix else "--", label=name + suffix)
+    ax.set_ylim(bottom=1e-5)
     ax.set_xlabel("SNR (dB)")
     ax.set_ylabel("SER")
     ax.grid(True, which="both", alpha=0.3)
