@@ -52,6 +52,8 @@ def test_gnn_tx_edges_and_errors():
         GNNTx("qam16", gru_size=0)
     with pytest.raises(TypeError, match="residual"):
         GNNTx("qam16", residual=1)
+    with pytest.raises(ValueError, match="residual_scale"):
+        GNNTx("qam16", residual=True, residual_scale=0.0)
 
 
 # --- the model ------------------------------------------------------------------------------------
@@ -170,6 +172,14 @@ def test_simulate_transmits_with_the_learned_constellation(trained_file):
     # same channels, messages and noise whichever constellation a detector sends with
     assert mixed[2]["symbol_errors"] == alone[0]["symbol_errors"]
     assert mixed[0]["symbols"] == 2000
+
+
+def test_simulate_refuses_a_learned_constellation_of_another_order(trained_file):
+    path, _ = trained_file
+    det = detect.make("e2e", "qam16", nr=4, nt=2, weights=path)
+    cfg = SimConfig(nr=4, nt=2, mod="qam4", min_errors=10, max_symbols=100, batch=50)
+    with pytest.raises(ValueError, match="--mod"):
+        simulate({"e2e": det}, comm.qam(4), cfg, [10.0], progress=False)
 
 
 def test_simulate_cli_e2e_and_constellation_from(trained_file, tmp_path, capsys):
