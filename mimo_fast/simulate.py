@@ -3,13 +3,21 @@
     mimo-fast simulate --nr 8 --nt 8 --mod qam16 --detector ep lmmse --snr 20 25 \
         [--channel rayleigh|kronecker --rho-rx R --rho-tx R --csi-error-var E] \
         [--min-errors 500 --max-symbols N --batch B --seed S --backend NAME] \
-        [--weights PATH] [--json out.json] [--plot out.png]
+        [--weights PATH] [--constellation-from e2e|PATH] [--json out.json] [--plot out.png]
 
 ``--rho-rx``/``--rho-tx`` take a value or a range ``LOW,HIGH`` (each channel draws its
 own rho). Writes ``{"config": {...}, "results": [{"detector", "snr_db", "ser", "ber",
 "symbol_errors", "symbols", "seconds", "bit_errors"}, ...]}`` with ``--json``.
 Under ``torchrun`` (``torchrun --nproc-per-node K -m mimo_fast.cli simulate ...``) the
 work is split across ranks (gloo); rank 0 prints and writes.
+
+``--detector e2e`` transmits with the constellation learned with its weights (the
+``--mod`` is the QAM it was initialised from) while the other detectors of the run keep
+``--mod``; all see the same channels, messages and noise. ``--constellation-from e2e``
+(the shipped e2e weights for ``--nr/--nt/--mod``) or ``--constellation-from PATH`` (an
+e2e weights file) makes every detector of the run use that learned constellation, to
+transmit and to detect (e.g. ML on the learned points, to separate the constellation's
+gain from the receiver's); the JSON config then records it under ``"constellation"``.
 """
 from __future__ import annotations
 
@@ -50,6 +58,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", default=None, help="op backend for every detector (reference, cpu, ...)")
     p.add_argument("--weights", default=None, help="weights file for a learned detector")
+    p.add_argument("--constellation-from", default=None, metavar="e2e|PATH",
+                   help="every detector transmits and detects with the learned constellation of the "
+                        "shipped e2e weights (e2e) or of an e2e weights file (PATH)")
     p.add_argument("--json", default=None, metavar="PATH", help="write config and results as JSON")
     p.add_argument("--plot", default=None, metavar="PATH", help="write SER vs SNR as a PNG")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -65,6 +76,24 @@ def _init_distributed():
     return False
 
 
+def _learned_constellation(source: str, args: argparse.Namespace, qam):
+    """``--constellation-from``: the learned constellation of the shipped e2e weights for
+    (--nr, --nt, --mod) or of the e2e weights file ``source``."""
+    from mimo_fast.detect.learned import weights as files
+    path = files.find_shipped("e2e", args.nr, args.nt, qam) if source == "e2e" else source
+    try:
+        _, meta = files.read(path)
+    except files.WeightsError as e:
+        raise ValueError(f"--constellation-from: {e}") from None
+    if meta["detector"] != "e2e":
+        raise ValueError(f"--constellation-from: {str(path)!r} holds a {meta['detector']!r} detector, "
+                         "not e2e (the one that learns a constellation)")
+    if meta["config"].get("init") != qam.name:
+        raise ValueError(f"--constellation-from: {str(path)!r} learned from {meta['config'].get('init')}, "
+                         f"not --mod {qam.name}")
+    return meta["constellation"]
+
+
 def run(args: argparse.Namespace) -> int:
     from mimo_fast import comm, detect
     from mimo_fast.eval import SimConfig, format_table, plot, simulate
@@ -74,9 +103,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     try:
-        constellation = comm.from_name(args.mod)
+        constellation = qam = comm.from_name(args.mod)
     except ValueError as e:
         return fail(str(e))
+    if args.constellation_from is not None:
+        try:
+            constellation = _learned_constellation(args.constellation_from, args, qam)
+        except ValueError as e:
+            return fail(str(e))
     learned = [d for d in args.detector if d not in detect.REGISTRY]
     if learned:
         return fail(f"detector(s) {', '.join(learned)}: learned detectors are not available in this "
@@ -87,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     trained = [d for d in args.detector if issubclass(detect.REGISTRY[d], LearnedDetector)]
     if args.weights and len(trained) != 1:
         return fail(f"--weights needs exactly one learned detector, got {len(trained)}")
-    cfg = SimConfig(nr=args.nr, nt=args.nt, mod=constellation.name, channel=args.channel,
+    cfg = SimConfig(nr=args.nr, nt=args.nt, mod=qam.name, channel=args.channel,
                     rho_rx=args.rho_rx, rho_tx=args.rho_tx, csi_error_var=args.csi_error_var,
                     min_errors=args.min_errors, max_symbols=args.max_symbols, batch=args.batch,
                     seed=args.seed, backend=args.backend)
@@ -95,7 +129,9 @@ def run(args: argparse.Namespace) -> int:
         return fail("--rho-rx/--rho-tx need --channel kronecker")
     try:
         cfg.validate()
-        dets = {name: detect.make(name, constellation, backend=args.backend,
+        # e2e is asked for by the QAM it started from; it transmits its own points (eval)
+        own = {n for n in args.detector if getattr(detect.REGISTRY[n], "transmits_own_constellation", False)}
+        dets = {name: detect.make(name, qam if name in own else constellation, backend=args.backend,
                                   **({"nr": args.nr, "nt": args.nt, "weights": args.weights} if name in trained else {}))
                 for name in dict.fromkeys(args.detector)}
         started = _init_distributed()
@@ -110,6 +146,9 @@ def run(args: argparse.Namespace) -> int:
               + (f", {world} ranks" if world > 1 else ""))
         print(format_table(results))
         config = dict(cfg.to_dict(), snr_db=list(args.snr), detectors=list(dets), world_size=world)
+        if args.constellation_from is not None:
+            config["constellation"] = {"from": args.constellation_from, "name": constellation.name,
+                                       "points": [[float(p.real), float(p.imag)] for p in constellation.points]}
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"config": config, "results": results}, f, indent=2)

@@ -65,23 +65,57 @@ def point_generator(seed: int, point: int, rank: int = 0) -> torch.Generator:
 
 def draw_batch(cfg: SimConfig, constellation, batch: int, snr_db: float, g: torch.Generator):
     """One batch: ``(y, H_detector, noise_var, idx)``; H_detector includes the CSI error."""
+    H, H_det, nv, idx, n = draw_parts(cfg, constellation, batch, snr_db, g)
+    return received(H, constellation, idx, n), H_det, nv, idx
+
+
+def draw_parts(cfg: SimConfig, constellation, batch: int, snr_db: float, g: torch.Generator):
+    """The draws of :func:`draw_batch` before modulation: ``(H, H_detector, noise_var, idx,
+    noise)``, so detectors that transmit with other constellations (e2e's learned one) see
+    the same channels, messages ``idx`` and noise. The noise variance is set by
+    ``constellation``'s energy (the others must have the same, unit, energy)."""
     H = comm.channel(cfg.channel, batch, cfg.nr, cfg.nt, g, rho_rx=cfg.rho_rx, rho_tx=cfg.rho_tx)
     idx = constellation.random_indices((batch, cfg.nt), g)
-    x = constellation.indices_to_points(idx, H.dtype)
     nv = comm.noise_var_from_snr(snr_db, cfg.nr, cfg.nt, constellation.energy)
-    y = comm.awgn((H @ x[..., None])[..., 0], nv, g)
+    n = comm.awgn(torch.zeros(batch, cfg.nr, dtype=H.dtype), nv, g)
     H_det = comm.imperfect_csi(H, cfg.csi_error_var, g)
-    return y, H_det, nv, idx
+    return H, H_det, nv, idx, n
+
+
+def received(H, constellation, idx, noise):
+    """``y = H x + n`` with ``x`` the points ``idx`` of ``constellation``."""
+    x = constellation.indices_to_points(idx, H.dtype)
+    return (H @ x[..., None])[..., 0] + noise
+
+
+def transmit_constellations(detectors: dict, constellation) -> dict:
+    """The constellation each detector's users transmit with: ``constellation`` except for
+    detectors that learned their own (``e2e``: ``det.constellation``, DESIGN.md)."""
+    out = {}
+    for name, det in detectors.items():
+        own = getattr(det, "constellation", None) if getattr(det, "transmits_own_constellation", False) else None
+        if own is not None:
+            if own.order != constellation.order or abs(own.energy - constellation.energy) > 1e-4:
+                raise ValueError(f"{name}: its learned constellation has {own.order} points of energy "
+                                 f"{own.energy:.4g}; the run's ({constellation.name}) has {constellation.order} "
+                                 f"of energy {constellation.energy:.4g}: choose the matching --mod")
+            out[name] = own
+        else:
+            out[name] = constellation
+    return out
 
 
 def run_point(detectors: dict, constellation, cfg: SimConfig, snr_db: float, point: int,
               progress: bool = True) -> list:
-    """Counts for every detector at one SNR point. Returns one result dict per detector."""
+    """Counts for every detector at one SNR point. Returns one result dict per detector.
+    Every detector sees the same channels, messages and noise; the users transmit with
+    :func:`transmit_constellations` (e2e: its learned points)."""
     rank, world = _dist()
     g = point_generator(cfg.seed, point, rank)
     target_err = math.ceil(cfg.min_errors / world)
     target_sym = math.ceil(cfg.max_symbols / world)
     m = constellation.bits_per_symbol or 0
+    sends = transmit_constellations(detectors, constellation)
     counts = {n: {"symbol_errors": 0, "bit_errors": 0, "symbols": 0, "seconds": 0.0} for n in detectors}
     active = set(detectors)
     bar = None
@@ -91,9 +125,14 @@ def run_point(detectors: dict, constellation, cfg: SimConfig, snr_db: float, poi
     while active:
         done_sym = max(counts[n]["symbols"] for n in active)
         b = min(cfg.batch, math.ceil((target_sym - done_sym) / cfg.nt))
-        y, H, nv, idx = draw_batch(cfg, constellation, b, snr_db, g)
+        H_true, H, nv, idx, n = draw_parts(cfg, constellation, b, snr_db, g)
+        ys = {}
         for name in sorted(active):
             c = counts[name]
+            key = id(sends[name])
+            if key not in ys:
+                ys[key] = received(H_true, sends[name], idx, n)
+            y = ys[key]
             t0 = time.perf_counter()
             with torch.no_grad():
                 hard = detectors[name](y, H, nv).hard
