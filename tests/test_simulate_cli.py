@@ -39,10 +39,10 @@ def test_simulate_kronecker_flags(tmp_path):
 
 
 def test_learned_detector_is_a_clear_error(capsys):
-    rc = cli.main(["simulate", *SMALL, "--detector", "remimo", "--snr", "10"])
+    rc = cli.main(["simulate", *SMALL, "--detector", "e2e", "--snr", "10"])
     assert rc == 2
     err = capsys.readouterr().err
-    assert "remimo" in err and "not available" in err and "shipped" in err
+    assert "e2e" in err and "not available" in err and "shipped" in err
 
 
 @pytest.mark.parametrize("args,needle", [
