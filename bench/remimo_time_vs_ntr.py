@@ -61,7 +61,8 @@ def main(argv=None) -> int:
             rows.append({"detector": name, "ntr": ntr, "seconds_per_batch": s, "us_per_vector": 1e6 * s / args.batch})
             print(f"Ntr {ntr:3d} {name:9s} {1e6 * s / args.batch:9.1f} us/vector")
     meta = {"batch": args.batch, "repeat": args.repeat, "nr": 64, "mod": "qam16", "snr_db": 13.0,
-            "remimo_config": remimo.config(), "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
+            "remimo_config": remimo.config(), "torch": torch.__version__,
+            "machine": platform.processor() or platform.machine(),
             "threads": torch.get_num_threads()}
     with open(args.out + ".json", "w") as f:
         json.dump({"config": meta, "results": rows}, f, indent=2)

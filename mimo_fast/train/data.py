@@ -9,7 +9,8 @@ others send nothing (x = 0, their H columns stay random: the detector must ignor
 Kronecker channels draw each sample's rho in the ``rho_rx``/``rho_tx`` range uniformly or,
 with ``rho_dist="triangular"``, from the paper's triangular law with its mode at the top of
 the range (Sec. V-B). ``val_nt`` fixes the validation stream's user counts (the paper
-validates on Nr/4 and Nr/2 users only); training draws are unaffected. The noise variance follows DESIGN.md for the ``k`` active users:
+validates on Nr/4 and Nr/2 users only); training draws are unaffected. The noise variance
+follows DESIGN.md for the ``k`` active users:
 ``sigma^2 = k Es / (Nr SNR)`` (:func:`mimo_fast.comm.noise_var_from_snr`).
 
 All randomness comes from one CPU ``torch.Generator`` seeded from

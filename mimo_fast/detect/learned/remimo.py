@@ -35,9 +35,21 @@ the residual) and ``N_tr`` counts active users only, so one batch mixes numbers 
 and a padded user changes nothing for the others. Every other operation is per user, so the
 model is permutation equivariant (Sec. III, eq. 13-14).
 
+Shared inputs: ``dy``, ``y``, ``sigma`` and TE are the same for every user of a sample, so
+the first linear layer over each concatenation (eq. 20-22) applies its columns for them
+once per sample and broadcasts (:class:`SharedInputLinear`): the same numbers, 1/N_tr of
+that part's cost. The concatenation order inside the parameter is [per-user, shared].
+
+Gradient feature (``grad_feature=True``, not in the paper): four more numbers per user in
+``phi_i`` and ``psi_i``, the real and imaginary parts of ``z_i`` and of the likelihood
+gradient component ``h_i^H dy`` (eq. 15), and ``h_i^H y`` in ``f_i``. The paper passes
+``h_i`` and ``dy`` and leaves the network to combine them; an inner product is slow for a
+small MLP to learn, which matters in a short CPU training.
+
 Sizes: ``preset="paper"`` is d_s 512, 8 heads, 12 blocks, ``d_k = d_phi / heads`` (Sec.
-IV-C); ``preset="small"`` is d_s 128, 4 heads, 8 blocks, 32 per head; any of ``d_s``,
-``heads``, ``blocks``, ``head_dim`` overrides the preset.
+IV-C, V-A), no gradient feature; ``preset="small"`` (the shipped model) is d_s 64, 4 heads
+of 16, 6 blocks, with the gradient feature; ``d_s``, ``heads``, ``blocks``, ``head_dim``,
+``d_te``, ``grad_feature`` override the preset.
 """
 from __future__ import annotations
 
@@ -144,7 +156,9 @@ class REMIMO(LearnedDetector):
             if arg == "grad_feature":
                 if not isinstance(val, bool):
                     raise ValueError(f"remimo: grad_feature must be a bool, got {val!r}")
-            elif not (val is None and arg == "head_dim") and (isinstance(val, bool) or not isinstance(val, int) or val < 1):
+            elif val is None and arg == "head_dim":
+                continue
+            elif isinstance(val, bool) or not isinstance(val, int) or val < 1:
                 raise ValueError(f"remimo: {arg} must be a positive int, got {val!r}")
         self.preset = preset
         self.d_s, self.heads, self.blocks_n = size["d_s"], size["heads"], size["blocks"]
