@@ -62,6 +62,15 @@ def _add_train(sub) -> None:
     p.add_argument("--channel", choices=("rayleigh", "kronecker"), default="rayleigh")
     p.add_argument("--rho-rx", type=_rho, default=None, help="kronecker receive correlation R or LOW,HIGH")
     p.add_argument("--rho-tx", type=_rho, default=None, help="kronecker transmit correlation R or LOW,HIGH")
+    p.add_argument("--nt-dist", choices=("uniform", "triangular"), default="uniform",
+                   help="law of the user count in [--nt-min, --nt]: uniform, or triangular with mode --nt")
+    p.add_argument("--nt-step", type=int, default=1, help="user counts --nt-min, --nt-min + N, ... (default 1)")
+    p.add_argument("--snr-per-user", type=float, default=0.0,
+                   help="dB added to the SNR range per user: + N (k - --nt) for k users (default 0)")
+    p.add_argument("--rho-dist", choices=("uniform", "triangular"), default="uniform",
+                   help="law of rho in a --rho-rx/--rho-tx range: uniform, or triangular with mode at HIGH")
+    p.add_argument("--val-nt", type=int, nargs="+", default=None,
+                   help="validate on these user counts only (default: the training law)")
     p.add_argument("--steps", type=int, default=1000, help="optimizer steps in total (default 1000)")
     p.add_argument("--batch", type=int, default=256, help="samples per step and rank (default 256)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
@@ -116,7 +125,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     try:
         data_cfg = data.DataConfig(nr=args.nr, nt=args.nt, nt_min=args.nt_min, mod=args.mod,
                                    snr_min=args.snr_min, snr_max=args.snr_max, channel=args.channel,
-                                   rho_rx=args.rho_rx, rho_tx=args.rho_tx)
+                                   rho_rx=args.rho_rx, rho_tx=args.rho_tx, nt_dist=args.nt_dist,
+                                   nt_step=args.nt_step, snr_per_user=args.snr_per_user, rho_dist=args.rho_dist,
+                                   val_nt=tuple(args.val_nt) if args.val_nt else None)
         data_cfg.validate()
         cfg = loop.TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, val_every=args.val_every,
                                val_batches=args.val_batches, patience=args.patience, lr_factor=args.lr_factor,

@@ -38,11 +38,13 @@ def test_simulate_kronecker_flags(tmp_path):
     assert cfg["rho_rx"] == 0.5 and cfg["rho_tx"] == [0.1, 0.4] and cfg["csi_error_var"] == 0.01
 
 
-def test_learned_detector_is_a_clear_error(capsys):
-    rc = cli.main(["simulate", *SMALL, "--detector", "remimo", "--snr", "10"])
+@pytest.mark.parametrize("name", ["remimo", "e2e", "gepnet"])
+def test_learned_detector_without_weights_is_a_clear_error(name, capsys):
+    # 4x2 QPSK: nothing is shipped for these; the error lists what is
+    rc = cli.main(["simulate", *SMALL, "--detector", name, "--snr", "10"])
     assert rc == 2
     err = capsys.readouterr().err
-    assert "remimo" in err and "not available" in err and "shipped" in err
+    assert name in err and "no shipped weights" in err and "shipped for" in err
 
 
 @pytest.mark.parametrize("args,needle", [

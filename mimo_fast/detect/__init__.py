@@ -19,6 +19,7 @@ from mimo_fast.detect.learned.e2e import E2E
 from mimo_fast.detect.learned.gepnet import GEPNet
 from mimo_fast.detect.learned.gnn import GNN
 from mimo_fast.detect.learned.oampnet import OAMPNet, OAMPNet2
+from mimo_fast.detect.learned.remimo import REMIMO
 from mimo_fast.detect.linear import LMMSE, MF, VBLAST, ZF
 from mimo_fast.detect.tree import ML, KBest, Sphere
 
@@ -28,10 +29,10 @@ REGISTRY: dict = {
     "vblast": VBLAST, "amp": AMP, "oamp": OAMP, "ep": EP,
     "oampnet": OAMPNet, "oampnet2": OAMPNet2,
     "gnn": GNN, "gepnet": GEPNet, "ampgnn": AMPGNN,
-    "e2e": E2E,
+    "e2e": E2E, "remimo": REMIMO,
 }
 #: learned detectors named by DESIGN.md that this version does not provide yet
-NOT_YET = ("remimo",)
+NOT_YET: tuple = ()
 NAMES = tuple(REGISTRY) + tuple(n for n in NOT_YET if n not in REGISTRY)
 
 

@@ -1,9 +1,16 @@
 """On-the-fly training batches: fresh channels, symbols, noise and user masks each step.
 
-Each sample draws its SNR uniformly in ``[snr_min, snr_max]`` dB and its number of users
-``k`` uniformly in ``[nt_min, nt]``; a random set of ``k`` of the ``nt`` columns transmits
-(mask True), the others send nothing (x = 0, their H columns stay random: the detector
-must ignore them). The noise variance follows DESIGN.md for the ``k`` active users:
+Each sample draws its number of users ``k`` from ``{nt_min, nt_min + nt_step, ..., nt}``
+(uniformly, or with ``nt_dist="triangular"`` from the RE-MIMO paper's triangular law with
+its mode at ``nt``, Sec. V-E) and its SNR uniformly in ``[snr_min, snr_max] +
+snr_per_user (k - nt)`` dB (a range per number of users, as the paper's training: more
+users, higher SNR); a random set of ``k`` of the ``nt`` columns transmits (mask True), the
+others send nothing (x = 0, their H columns stay random: the detector must ignore them).
+Kronecker channels draw each sample's rho in the ``rho_rx``/``rho_tx`` range uniformly or,
+with ``rho_dist="triangular"``, from the paper's triangular law with its mode at the top of
+the range (Sec. V-B). ``val_nt`` fixes the validation stream's user counts (the paper
+validates on Nr/4 and Nr/2 users only); training draws are unaffected. The noise variance
+follows DESIGN.md for the ``k`` active users:
 ``sigma^2 = k Es / (Nr SNR)`` (:func:`mimo_fast.comm.noise_var_from_snr`).
 
 All randomness comes from one CPU ``torch.Generator`` seeded from
@@ -15,6 +22,7 @@ CPU and moved to the training device, so the numbers do not depend on the device
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -37,6 +45,15 @@ class DataConfig:
     channel: str = "rayleigh"
     rho_rx: Optional[object] = None     # kronecker: float or (low, high)
     rho_tx: Optional[object] = None
+    nt_dist: str = "uniform"            # or "triangular": P(k) grows linearly up to nt
+    nt_step: int = 1                    # 2 with nt_min 16, nt 32: even counts only
+    snr_per_user: float = 0.0           # dB added to the SNR range per user: + snr_per_user (k - nt)
+    rho_dist: str = "uniform"           # or "triangular": mode at the top of the rho range
+    val_nt: Optional[tuple] = None      # validation stream: these user counts, in turn
+
+    #: options added after the first release: left out of ``to_dict`` at their defaults, so
+    #: checkpoints written before them still resume (their run options compare equal)
+    _LATER = {"nt_dist": "uniform", "nt_step": 1, "snr_per_user": 0.0, "rho_dist": "uniform", "val_nt": None}
 
     def validate(self) -> None:
         for name in ("nr", "nt"):
@@ -52,10 +69,39 @@ class DataConfig:
             raise ValueError(f"channel must be 'rayleigh' or 'kronecker', got {self.channel!r}")
         if self.channel == "rayleigh" and (self.rho_rx is not None or self.rho_tx is not None):
             raise ValueError("rho_rx/rho_tx need channel 'kronecker'")
+        if self.nt_dist not in ("uniform", "triangular"):
+            raise ValueError(f"nt_dist must be 'uniform' or 'triangular', got {self.nt_dist!r}")
+        if self.rho_dist not in ("uniform", "triangular"):
+            raise ValueError(f"rho_dist must be 'uniform' or 'triangular', got {self.rho_dist!r}")
+        st = self.nt_step
+        if isinstance(st, bool) or not isinstance(st, int) or st < 1 or (self.nt - lo) % st:
+            raise ValueError(f"nt_step must be a positive int dividing nt - nt_min = {self.nt - lo}, got {st!r}")
+        if not math.isfinite(self.snr_per_user):
+            raise ValueError(f"snr_per_user must be a finite float, got {self.snr_per_user!r}")
+        if self.val_nt is not None:
+            vals = tuple(self.val_nt)
+            if not vals or any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= self.nt for v in vals):
+                raise ValueError(f"val_nt must be a non-empty list of ints in [1, nt={self.nt}], got {self.val_nt!r}")
         comm.from_name(self.mod)
 
+    def user_counts(self) -> tuple[Tensor, Tensor]:
+        """``(values, probabilities)`` of the training user count ``k``. The triangular law
+        T(a, b, c = b) of the paper (density rising linearly to its mode at ``nt``) is
+        discretised over cells ``[k, k + nt_step)`` of ``[nt_min, nt + nt_step)``:
+        P(k) proportional to (j + 1/2) for the j-th value, so every value keeps some mass."""
+        lo = self.nt if self.nt_min is None else self.nt_min
+        vals = torch.arange(lo, self.nt + 1, self.nt_step)
+        if self.nt_dist == "uniform":
+            p = torch.ones(len(vals), dtype=torch.float64)
+        else:
+            p = torch.arange(len(vals), dtype=torch.float64) + 0.5
+        return vals, p / p.sum()
+
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if d["val_nt"] is not None:
+            d["val_nt"] = list(d["val_nt"])
+        return {k: v for k, v in d.items() if k not in self._LATER or v != self._LATER[k]}
 
 
 class Batch(NamedTuple):
@@ -85,20 +131,32 @@ class BatchGenerator:
         self.constellation = comm.from_name(cfg.mod)
         self.generator = torch.Generator().manual_seed(stream_seed(seed, rank, stream))
         self.batches = 0
+        self.fixed_nt = tuple(cfg.val_nt) if (stream == VAL_STREAM and cfg.val_nt is not None) else None
 
     def __call__(self, batch: int) -> Batch:
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise ValueError(f"batch must be a positive int, got {batch!r}")
         c, g = self.cfg, self.generator
         nt_min = c.nt if c.nt_min is None else c.nt_min
-        H = comm.channel(c.channel, batch, c.nr, c.nt, g, rho_rx=c.rho_rx, rho_tx=c.rho_tx)
-        k = torch.randint(nt_min, c.nt + 1, (batch,), generator=g)
+        if c.channel == "kronecker" and c.rho_dist == "triangular":
+            H = _kronecker_triangular(batch, c, g)
+        else:
+            H = comm.channel(c.channel, batch, c.nr, c.nt, g, rho_rx=c.rho_rx, rho_tx=c.rho_tx)
+        if self.fixed_nt is not None:    # validation on fixed sizes: each in turn
+            k = torch.tensor(self.fixed_nt)[torch.arange(batch) % len(self.fixed_nt)]
+        elif c.nt_dist == "uniform" and c.nt_step == 1:   # the original draw (same numbers)
+            k = torch.randint(nt_min, c.nt + 1, (batch,), generator=g)
+        else:
+            vals, p = c.user_counts()
+            k = vals[torch.multinomial(p, batch, replacement=True, generator=g)]
         # a random k-subset per sample: the k smallest of nt uniform keys
         rank_of = torch.rand(batch, c.nt, generator=g).argsort(-1).argsort(-1)
         mask = rank_of < k[:, None]
         x_idx = self.constellation.random_indices((batch, c.nt), g).masked_fill(~mask, 0)
         x = self.constellation.indices_to_points(x_idx, H.dtype) * mask
         snr_db = c.snr_min + (c.snr_max - c.snr_min) * torch.rand(batch, generator=g, dtype=torch.float64)
+        if c.snr_per_user:
+            snr_db = snr_db + c.snr_per_user * (k - c.nt).double()
         nv = k.double() * self.constellation.energy / (c.nr * 10.0 ** (snr_db / 10.0))
         y = comm.awgn((H @ x[..., None])[..., 0], nv, g)
         self.batches += 1
@@ -110,6 +168,29 @@ class BatchGenerator:
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
         self.batches = int(state["batches"])
+
+
+def _triangular_rho(rho, batch: int, g: torch.Generator, name: str) -> Optional[Tensor]:
+    """Per-sample rho from T(low, high, mode = high) (inverse CDF: low + (high - low) sqrt(u))."""
+    if rho is None:
+        return None
+    lo, hi = (float(rho), float(rho)) if isinstance(rho, (int, float)) else (float(r) for r in rho)
+    if not 0.0 <= lo <= hi < 1.0:
+        raise ValueError(f"{name} must be in [0, 1) (a value or a (low, high) range), got {rho!r}")
+    return lo + (hi - lo) * torch.rand(batch, generator=g, dtype=torch.float64).sqrt()
+
+
+def _kronecker_triangular(batch: int, c: DataConfig, g: torch.Generator) -> Tensor:
+    """:func:`mimo_fast.comm.kronecker` with triangular per-sample rho (same model:
+    ``R_rx^{1/2} H_w R_tx^{T/2}``, exponential correlation, Cholesky square roots)."""
+    r_rx = _triangular_rho(c.rho_rx, batch, g, "rho_rx")
+    r_tx = _triangular_rho(c.rho_tx, batch, g, "rho_tx")
+    H = comm.channel("rayleigh", batch, c.nr, c.nt, g, dtype=torch.complex128)
+    if r_rx is not None:
+        H = torch.linalg.cholesky(comm.exp_correlation(c.nr, r_rx)).to(H.dtype) @ H
+    if r_tx is not None:
+        H = H @ torch.linalg.cholesky(comm.exp_correlation(c.nt, r_tx)).mT.to(H.dtype)
+    return H.to(torch.complex64)
 
 
 __all__ = ["DataConfig", "Batch", "BatchGenerator", "stream_seed", "TRAIN_STREAM", "VAL_STREAM"]
