@@ -1,6 +1,6 @@
 """Reproduce the Model-GNN paper's precoding results on this machine (docs/precoding.md).
 
-    OMP_NUM_THREADS=1 nice python bench/bench_precode.py table2|samples|generalize|table5 [--runs DIR]
+    OMP_NUM_THREADS=1 nice python bench/bench_precode.py table2|samples|generalize|table4|table5 [--runs DIR]
 
 * ``table2``: SE ratio against WMMSE and CPU inference time of the Model-GNN and Vanilla-GNN
   trained on 1,000 samples, for the (N, K, SNR) points of ``TABLE2`` (reduced epochs, see there),
@@ -9,6 +9,10 @@
   number of Adam steps -> ``bench/results/precode_samples.{json,md}``.
 * ``table5``: multi-cell Model-GNN (P2) trained on 1,000 samples against the multi-cell WMMSE
   for the (M, N, K) of ``TABLE5`` at 10 dB -> ``bench/results/precode_table5.{json,md}``.
+* ``table4``: EE Model-GNN (Lagrangian training) against ZF-Dinkelbach (the EE reference), WMMSE
+  and ZF: EE ratio, constraint-satisfaction ratio (CSR) and CPU time at SNR 10 dB for the
+  (N, K, R_min) of ``TABLE4`` (reduced: fewer samples and epochs than the paper's 10,000 samples)
+  on 100 test channels -> ``bench/results/precode_table4.{json,md}``.
 * ``generalize``: a Model-GNN trained with K ~ round(Exp(mean 4)) at N = 32 tested at
   K = 2..30 (Fig. 6), against MRT/ZF/RZF -> ``bench/results/precode_generalize.{json,png}``.
 
@@ -38,6 +42,8 @@ TABLE2 = [("model-gnn", 8, 4, s, 100) for s in (0, 10, 20)] + \
          [("model-gnn", 64, 16, 10, 40), ("model-gnn", 64, 32, 10, 30)] + \
          [("vanilla-gnn", 8, 4, s, 100) for s in (0, 10, 20)] + [("vanilla-gnn", 32, 16, 10, 30)]
 
+# (N, K, R_min, samples, epochs): the paper trains on 10,000 samples
+TABLE4 = [(8, 4, r, 5000, 60) for r in (3, 5, 7, 9)] + [(32, 16, r, 2000, 40) for r in (3, 9)]
 TABLE5 = [(2, 16, 8, 40), (3, 16, 8, 30), (3, 8, 4, 60)]     # (M, N, K, epochs)
 
 
@@ -190,6 +196,46 @@ def table5(runs):
         f"{r['wmmse_seconds_cpu_100']:.3f} ({r['wmmse_iterations']}) | {r['train_wall_seconds']} |" for r in rows])
 
 
+def table4(runs):
+    from mimo_fast.precode import energy
+    rows, nv = [], metrics.noise_var(10)
+    for n, k, r_min, count, epochs in TABLE4:
+        out = pathlib.Path(runs) / f"model-gnn-ee_{n}x{k}_10db_r{r_min:g}_s{count}"
+        if not (out / "best.safetensors").exists() or (out / "log.jsonl").read_text().count("\n") < epochs:
+            cfg = PrecodeTrainConfig(model="model-gnn", objective="ee", r_min=float(r_min), n=n, k=k, snr_db=10.0,
+                                     samples=count, epochs=epochs, batch=100,
+                                     record={"command": f"bench/bench_precode.py table4 ({n}x{k}, R_min {r_min}, "
+                                                        f"{count} samples, {epochs} epochs)"})
+            train(cfg, out, progress=False, resume=(out / "last.state.pt").exists())
+        net = weights.load(out / "best.safetensors")
+        H = test_set(n, k, 10)
+        (Vd, info), t_d = timed(lambda: energy.zf_dinkelbach(H, nv, r_min))
+        ee_d = metrics.ee(H, Vd, nv)
+        row = {"n": n, "k": k, "r_min": r_min, "snr_db": 10, "samples": count, "epochs": epochs,
+               "dinkelbach_seconds_cpu_100": t_d, "dinkelbach_iterations": info.iterations,
+               "dinkelbach_ee": float(ee_d.mean()),
+               "train_wall_seconds": net.record.get("wall_seconds"), "best_epoch": net.record.get("epoch")}
+        for name, f in (("model_gnn", lambda: net(H)), ("wmmse", lambda: wmmse(H, nv)[0]),
+                        ("zf", lambda: classical.zf(H))):
+            V, t = timed(f)
+            e = metrics.ee(H, V, nv)
+            row.update({f"{name}_ee_ratio": energy.ee_ratio(e, ee_d), f"{name}_seconds_cpu_100": t,
+                        f"{name}_csr": metrics.constraint_satisfaction(metrics.rates(H, V, nv), r_min),
+                        f"{name}_power_mean": float(metrics.transmit_power(V).mean())})
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    write("precode_table4", rows, [
+        "| R_min | (N, K) | samples | epochs | Model-GNN EER % | CSR % | time s | WMMSE EER % | CSR % "
+        "| ZF EER % | CSR % | ZF-Dinkelbach time s (iters) | train s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|"] + [
+        f"| {r['r_min']} | ({r['n']}, {r['k']}) | {r['samples']} | {r['epochs']} | "
+        f"{100 * r['model_gnn_ee_ratio']:.2f} | {100 * r['model_gnn_csr']:.2f} | {r['model_gnn_seconds_cpu_100']:.4f} | "
+        f"{100 * r['wmmse_ee_ratio']:.2f} | "
+        f"{100 * r['wmmse_csr']:.2f} | {100 * r['zf_ee_ratio']:.2f} | {100 * r['zf_csr']:.2f} | "
+        f"{r['dinkelbach_seconds_cpu_100']:.4f} ({r['dinkelbach_iterations']}) | {r['train_wall_seconds']} |"
+        for r in rows])
+
+
 def write(name, rows, md_lines):
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps({"machine": machine(), "results": rows}, indent=2))
@@ -199,7 +245,8 @@ def write(name, rows, md_lines):
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=("table2", "samples", "generalize", "table5"))
+    ap.add_argument("what", choices=("table2", "samples", "generalize", "table4", "table5"))
     ap.add_argument("--runs", default="/work/runs/precode")
     a = ap.parse_args()
-    {"table2": table2, "samples": samples, "generalize": generalize, "table5": table5}[a.what](a.runs)
+    {"table2": table2, "samples": samples, "generalize": generalize, "table4": table4,
+     "table5": table5}[a.what](a.runs)
