@@ -13,6 +13,9 @@
   and ZF: EE ratio, constraint-satisfaction ratio (CSR) and CPU time at SNR 10 dB for the
   (N, K, R_min) of ``TABLE4`` (reduced: fewer samples and epochs than the paper's 10,000 samples)
   on 100 test channels -> ``bench/results/precode_table4.{json,md}``.
+* ``generalize_ee``: the EE Model-GNN (with its eta_K FNN) trained with K ~ round(Exp(mean 4)) at
+  N = 32, R_min = 2 (Fig. 7; reduced: 3,000 samples, 40 epochs) tested at K = 2..30 against
+  ZF-Dinkelbach -> ``bench/results/precode_generalize_ee.{json,png}``.
 * ``generalize``: a Model-GNN trained with K ~ round(Exp(mean 4)) at N = 32 tested at
   K = 2..30 (Fig. 6), against MRT/ZF/RZF -> ``bench/results/precode_generalize.{json,png}``.
 
@@ -229,11 +232,57 @@ def table4(runs):
         "| ZF EER % | CSR % | ZF-Dinkelbach time s (iters) | train s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|"] + [
         f"| {r['r_min']} | ({r['n']}, {r['k']}) | {r['samples']} | {r['epochs']} | "
-        f"{100 * r['model_gnn_ee_ratio']:.2f} | {100 * r['model_gnn_csr']:.2f} | {r['model_gnn_seconds_cpu_100']:.4f} | "
+        f"{100 * r['model_gnn_ee_ratio']:.2f} | {100 * r['model_gnn_csr']:.2f} | "
+        f"{r['model_gnn_seconds_cpu_100']:.4f} | "
         f"{100 * r['wmmse_ee_ratio']:.2f} | "
         f"{100 * r['wmmse_csr']:.2f} | {100 * r['zf_ee_ratio']:.2f} | {100 * r['zf_csr']:.2f} | "
         f"{r['dinkelbach_seconds_cpu_100']:.4f} ({r['dinkelbach_iterations']}) | {r['train_wall_seconds']} |"
         for r in rows])
+
+
+def generalize_ee(runs, n=32, r_min=2.0, count=3000, epochs=40, ks=(2, 4, 6, 8, 10, 14, 18, 22, 26, 30)):
+    from mimo_fast.precode import energy
+    out = pathlib.Path(runs) / f"model-gnn-ee_{n}xexp4_10db_r{r_min:g}_s{count}"
+    if not (out / "best.safetensors").exists() or (out / "log.jsonl").read_text().count("\n") < epochs:
+        cfg = PrecodeTrainConfig(model="model-gnn", objective="ee", r_min=r_min, n=n, k=30, k_dist="exp", k_mean=4.0,
+                                 snr_db=10.0, samples=count, epochs=epochs, batch=100,
+                                 record={"command": f"bench/bench_precode.py generalize_ee (N={n}, K~Exp(4) in "
+                                                    f"[2, 30], R_min {r_min:g}, {count} samples, {epochs} epochs)"})
+        train(cfg, out, progress=False, resume=(out / "last.state.pt").exists())
+    net, nv, rows = weights.load(out / "best.safetensors"), metrics.noise_var(10), []
+    for k in ks:
+        H = test_set(n, k, 10)
+        Vd, _ = energy.zf_dinkelbach(H, nv, r_min)
+        ee_d = metrics.ee(H, Vd, nv)
+        with torch.no_grad():
+            V = net(H)
+            eta = float(net.eta_k(k))
+        row = {"n": n, "k": k, "r_min": r_min, "model_gnn_ee_ratio": energy.ee_ratio(metrics.ee(H, V, nv), ee_d),
+               "model_gnn_csr": metrics.constraint_satisfaction(metrics.rates(H, V, nv), r_min), "eta_k": eta,
+               "model_gnn_power_mean": float(metrics.transmit_power(V).mean()),
+               "dinkelbach_power_mean": float(metrics.transmit_power(Vd).mean()),
+               "train_wall_seconds": net.record.get("wall_seconds"), "best_epoch": net.record.get("epoch")}
+        for name, f in (("wmmse", lambda: wmmse(H, nv)[0]), ("zf", lambda: classical.zf(H))):
+            Vb = f()
+            row[f"{name}_ee_ratio"] = energy.ee_ratio(metrics.ee(H, Vb, nv), ee_d)
+            row[f"{name}_csr"] = metrics.constraint_satisfaction(metrics.rates(H, Vb, nv), r_min)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    write("precode_generalize_ee", rows, [])
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, label in (("model_gnn_ee_ratio", "Model-GNN EE ratio"), ("model_gnn_csr", "Model-GNN CSR"),
+                       ("wmmse_ee_ratio", "WMMSE EE ratio"), ("wmmse_csr", "WMMSE CSR")):
+        ax.plot(ks, [100 * r[key] for r in rows], marker="o", label=label)
+    ax.set_xlabel("K (test)")
+    ax.set_ylabel("% (EE ratio vs ZF-Dinkelbach, CSR)")
+    ax.set_title(f"EE, trained on K ~ Exp(4), N={n}, R_min={r_min:g}, 10 dB")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / "precode_generalize_ee.png", dpi=110)
 
 
 def write(name, rows, md_lines):
@@ -245,8 +294,9 @@ def write(name, rows, md_lines):
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=("table2", "samples", "generalize", "table4", "table5"))
+    ap.add_argument("what", choices=("table2", "samples", "generalize", "generalize_ee", "table4",
+                                     "table5"))
     ap.add_argument("--runs", default="/work/runs/precode")
     a = ap.parse_args()
-    {"table2": table2, "samples": samples, "generalize": generalize, "table4": table4,
+    {"table2": table2, "samples": samples, "generalize": generalize, "generalize_ee": generalize_ee, "table4": table4,
      "table5": table5}[a.what](a.runs)

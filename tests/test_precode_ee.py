@@ -130,3 +130,15 @@ def test_train_and_precode_ee_commands(tmp_path):
     assert all(r["ee_ratio"] == pytest.approx(1.0) and r["constraint_satisfaction"] == 1.0 for r in ref)
     rc = cli.main(["precode", "--n", "4", "--k", "2", "--snr", "10", "--method", "model-gnn", "--weights", str(w)])
     assert rc == 2                                                          # EE weights need --objective ee
+
+
+def test_ee_training_with_exponential_k_keeps_one_multiplier_per_user(tmp_path):
+    cfg = PrecodeTrainConfig(model="model-gnn", objective="ee", r_min=2.0, n=6, k=5, k_dist="exp", k_mean=3.0,
+                             samples=60, epochs=2, batch=20, widths=[4], val_samples=10)
+    res = train(cfg, tmp_path / "exp", progress=False)
+    assert res["epoch"] == 2
+    lam = torch.load(tmp_path / "exp" / "last.state.pt", weights_only=True)["lam"]
+    ks = [h.shape[-1] for h in draw_set(cfg, 60, 0)]
+    assert lam.shape == (60, max(ks)) and len(set(ks)) > 1
+    assert all(bool((lam[i, kk:] == 0).all()) for i, kk in enumerate(ks))        # padding never updated
+    assert all(bool((lam[i, :kk] > 0).any()) for i, kk in enumerate(ks))         # every sample's users were
