@@ -46,6 +46,7 @@ TABLE2 = [("model-gnn", 8, 4, s, 100) for s in (0, 10, 20)] + \
          [("vanilla-gnn", 8, 4, s, 100) for s in (0, 10, 20)] + [("vanilla-gnn", 32, 16, 10, 30)]
 
 # (N, K, R_min, samples, epochs): the paper trains on 10,000 samples
+EE_WIDTHS = [32, 32, 8]   # ours: the SE widths (Table I gives (32, 32, 32, 8) and lr 0.001 for EE)
 TABLE4 = [(8, 4, r, 5000, 60) for r in (3, 5, 7, 9)] + [(32, 16, r, 2000, 40) for r in (3, 9)]
 TABLE5 = [(2, 16, 8, 40), (3, 16, 8, 30), (3, 8, 4, 60)]     # (M, N, K, epochs)
 
@@ -206,7 +207,7 @@ def table4(runs):
         out = pathlib.Path(runs) / f"model-gnn-ee_{n}x{k}_10db_r{r_min:g}_s{count}"
         if not (out / "best.safetensors").exists() or (out / "log.jsonl").read_text().count("\n") < epochs:
             cfg = PrecodeTrainConfig(model="model-gnn", objective="ee", r_min=float(r_min), n=n, k=k, snr_db=10.0,
-                                     samples=count, epochs=epochs, batch=100,
+                                     samples=count, epochs=epochs, batch=100, widths=EE_WIDTHS,
                                      record={"command": f"bench/bench_precode.py table4 ({n}x{k}, R_min {r_min}, "
                                                         f"{count} samples, {epochs} epochs)"})
             train(cfg, out, progress=False, resume=(out / "last.state.pt").exists())
@@ -245,7 +246,7 @@ def generalize_ee(runs, n=32, r_min=2.0, count=3000, epochs=40, ks=(2, 4, 6, 8, 
     out = pathlib.Path(runs) / f"model-gnn-ee_{n}xexp4_10db_r{r_min:g}_s{count}"
     if not (out / "best.safetensors").exists() or (out / "log.jsonl").read_text().count("\n") < epochs:
         cfg = PrecodeTrainConfig(model="model-gnn", objective="ee", r_min=r_min, n=n, k=30, k_dist="exp", k_mean=4.0,
-                                 snr_db=10.0, samples=count, epochs=epochs, batch=100,
+                                 snr_db=10.0, samples=count, epochs=epochs, batch=100, widths=EE_WIDTHS,
                                  record={"command": f"bench/bench_precode.py generalize_ee (N={n}, K~Exp(4) in "
                                                     f"[2, 30], R_min {r_min:g}, {count} samples, {epochs} epochs)"})
         train(cfg, out, progress=False, resume=(out / "last.state.pt").exists())

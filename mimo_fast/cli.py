@@ -90,6 +90,7 @@ def _add_train(sub) -> None:
     g.add_argument("--r-min", type=float, default=3.0, help="--objective ee: per-user R_min, bit/s/Hz (default 3)")
     g.add_argument("--dual-lr", type=float, default=0.1, help="--objective ee: dual step size (default 0.1)")
     g.add_argument("--cells", type=int, default=1, help="cells M: > 1 trains the multi-cell model-gnn (P2)")
+    g.add_argument("--inter-cell-gain", type=float, default=1.0, help="--cells > 1: inter-cell link power (default 1)")
     g.add_argument("--samples", type=int, default=1000, help="fixed training set size (default 1000)")
     g.add_argument("--epochs", type=int, default=100, help="passes over the training set (default 100)")
     g.add_argument("--widths", type=int, nargs="+", default=None, help="hidden widths J_l (default Table I)")

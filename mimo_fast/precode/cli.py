@@ -35,6 +35,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="--objective ee: per-user minimum rate(s) R_min in bit/s/Hz (default 3)")
     p.add_argument("--cells", type=int, default=1,
                    help="cells M (default 1); M > 1: coordinated beamforming P2, mrt/zf/rzf per cell")
+    p.add_argument("--inter-cell-gain", type=float, default=1.0,
+                   help="--cells > 1: inter-cell links drawn CN(0, gain I) (default 1: as strong as own-cell links)")
     p.add_argument("--samples", type=int, default=100, help="test channels per SNR (default 100, as the paper)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--weights", nargs="+", default=[], metavar="PATH",
@@ -74,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
                      f"{args.cells}")
     if args.cells > 1 and "vanilla-gnn" in args.method:
         return _fail("--method vanilla-gnn with --cells > 1 is not in this version")
+    if not 0 < args.inter_cell_gain <= 1:
+        return _fail(f"--inter-cell-gain must be in (0, 1], got {args.inter_cell_gain}")
     if "zf" in args.method and args.k > args.n:
         return _fail(f"--method zf needs --k <= --n (got n={args.n}, k={args.k})")
     try:
@@ -106,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
         g = torch.Generator().manual_seed(args.seed * 1000 + i)
         nv = metrics.noise_var(snr)
         if mc:
-            H = multicell.draw_channels_mc(args.samples, args.cells, args.n, args.k, generator=g)
+            H = multicell.draw_channels_mc(args.samples, args.cells, args.n, args.k, generator=g,
+                                           inter_gain=args.inter_cell_gain)
             reference, sum_se, power = multicell.wmmse_mc, multicell.sum_se_mc, lambda V: V.abs().square().sum((-2, -1))
             single = lambda f, *a: multicell.per_cell(f, H, *a)
         else:
@@ -164,7 +169,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         config = {"n": args.n, "k": args.k, "snr_db": args.snr, "methods": args.method, "objective": args.objective,
                   "r_min": args.r_min if is_ee else None,
-                  "cells": args.cells, "samples": args.samples, "seed": args.seed, "weights": args.weights,
+                  "cells": args.cells, "inter_cell_gain": args.inter_cell_gain, "samples": args.samples,
+                  "seed": args.seed, "weights": args.weights,
                   "wmmse_tol": args.wmmse_tol, "wmmse_max_iter": args.wmmse_max_iter,
                   "torch": torch.__version__, "threads": torch.get_num_threads()}
         with open(args.json, "w") as f:

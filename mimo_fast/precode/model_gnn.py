@@ -98,14 +98,15 @@ class ModelGNNEE(ModelGNN):
         V = sqrt(P_max) eta_K G_M(H),   eta_K = exp(FNN(K / 16))
 
     (the exp keeps eta_K > 0; the input scaling K / 16 and the FNN widths ``eta_widths``
-    are ours: the paper does not give them). ``raw`` is the GNN output of :class:`ModelGNN`
+    are ours: the paper does not give them). Default ``widths``: Table I's (32, 32, 32, 8) for
+    EE; the shipped EE files use (32, 32, 8) (docs/precoding.md). ``raw`` is the GNN output of :class:`ModelGNN`
     before its normalisation. Trained on the Lagrangian of
     :func:`mimo_fast.precode.energy.lagrangian`."""
 
     name = "model-gnn-ee"
     K_SCALE = 16.0
 
-    def __init__(self, widths: Sequence[int] = (32, 32, 8), pooling: str = "sum",
+    def __init__(self, widths: Sequence[int] = (32, 32, 32, 8), pooling: str = "sum",
                  eta_widths: Sequence[int] = (16, 16)):
         super().__init__(widths, pooling)
         from mimo_fast.nn.mlp import MLP, check_sizes

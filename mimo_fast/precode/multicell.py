@@ -2,7 +2,9 @@
 
 BS m (N antennas) serves the K users of cell m. ``G`` is ``(B, M, N, M, K)`` complex with
 ``G[b, i, :, m, k] = h_{k_m, i}``, the channel from BS i to user k of cell m (all links
-CN(0, I) here); ``V`` is ``(B, M, N, K)`` with ``V[b, m, :, k] = v_{k_m}``. P2::
+CN(0, I) by default; ``inter_gain`` beta < 1 draws the inter-cell links, i != m,
+as CN(0, beta I): a stand-in for path loss, which the paper does not specify);
+``V`` is ``(B, M, N, K)`` with ``V[b, m, :, k] = v_{k_m}``. P2::
 
     max sum_{m,k} log2(1 + |h_{k_m,m}^H v_{k_m}|^2 / (sum_{(j,i) != (k,m)} |h_{k_m,i}^H v_{j_i}|^2 + sigma0^2))
     s.t. Tr(V_m^H V_m) <= P_max for every m
@@ -41,13 +43,19 @@ def check_G(G: torch.Tensor) -> None:
 
 
 def draw_channels_mc(batch: int, m: int, n: int, k: int, *, generator: torch.Generator,
-                     dtype: torch.dtype = torch.complex64) -> torch.Tensor:
-    """``(batch, m, n, m, k)`` channels with CN(0, 1) entries."""
+                     dtype: torch.dtype = torch.complex64, inter_gain: float = 1.0) -> torch.Tensor:
+    """``(batch, m, n, m, k)`` channels: own-cell links CN(0, 1), inter-cell links CN(0, inter_gain)."""
     for name, v in (("batch", batch), ("cells", m), ("n", n), ("k", k)):
         if not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if not 0 < inter_gain <= 1:
+        raise ValueError(f"inter_gain must be in (0, 1], got {inter_gain!r}")
     real = torch.float64 if dtype == torch.complex128 else torch.float32
     z = torch.randn(batch, m, n, m, k, 2, generator=generator, dtype=real) * 0.5 ** 0.5
+    if inter_gain != 1.0:
+        scale = torch.full((m, 1, m, 1, 1), float(inter_gain) ** 0.5, dtype=real)
+        scale[torch.arange(m), 0, torch.arange(m)] = 1.0
+        z = z * scale
     return torch.view_as_complex(z).to(dtype)
 
 

@@ -61,6 +61,7 @@ class PrecodeTrainConfig:
     objective: str = "se"
     r_min: float = 3.0
     dual_lr: float = 0.1
+    inter_gain: float = 1.0
     record: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -86,6 +87,8 @@ class PrecodeTrainConfig:
                                  f"n={self.n}, k={self.k}")
             if not self.r_min >= 0 or not self.dual_lr > 0:
                 raise ValueError(f"--r-min must be >= 0 and --dual-lr > 0, got {self.r_min!r}, {self.dual_lr!r}")
+        if not 0 < self.inter_gain <= 1 or (self.inter_gain != 1 and self.cells == 1):
+            raise ValueError(f"--inter-cell-gain must be in (0, 1] and needs --cells > 1, got {self.inter_gain!r}")
         if self.k_dist not in ("fixed", "exp"):
             raise ValueError(f"--k-dist must be 'fixed' or 'exp', got {self.k_dist!r}")
         if self.k_dist == "exp" and not self.k_mean > 0:
@@ -126,7 +129,7 @@ def draw_set(cfg: PrecodeTrainConfig, count: int, stream: int) -> list[torch.Ten
     """``count`` channels as a list of ``(N, K_i)`` tensors (seeded by ``(seed, stream)``)."""
     g = torch.Generator().manual_seed(cfg.seed * 1000 + stream)
     if cfg.cells > 1:
-        return list(draw_channels_mc(count, cfg.cells, cfg.n, cfg.k, generator=g))
+        return list(draw_channels_mc(count, cfg.cells, cfg.n, cfg.k, generator=g, inter_gain=cfg.inter_gain))
     if cfg.k_dist == "fixed":
         return list(metrics.draw_channels(count, cfg.n, cfg.k, generator=g))
     e = torch.empty(count, dtype=torch.float64).exponential_(1.0 / cfg.k_mean, generator=g)
@@ -303,6 +306,7 @@ def main(args, command: str) -> int:
                              k_mean=args.k_mean, samples=args.samples, epochs=args.epochs, batch=args.batch,
                              lr=args.lr, lr_final=args.lr_final, seed=args.seed, cells=args.cells,
                              objective=args.objective, r_min=args.r_min, dual_lr=args.dual_lr,
+                             inter_gain=args.inter_cell_gain,
                              widths=args.widths, pooling=args.pooling,
                              record={"command": command})
     try:
