@@ -16,6 +16,8 @@
 * ``generalize_ee``: the EE Model-GNN (with its eta_K FNN) trained with K ~ round(Exp(mean 4)) at
   N = 32, R_min = 2 (Fig. 7; reduced: 3,000 samples, 40 epochs) tested at K = 2..30 against
   ZF-Dinkelbach -> ``bench/results/precode_generalize_ee.{json,png}``.
+* ``table5_gain``: as ``table5`` for the (M, N, K) of ``TABLE5_GAIN`` with the inter-cell links
+  10 dB weaker than the own-cell links (CN(0, 0.1 I)) -> ``bench/results/precode_table5_gain0.1.*``.
 * ``generalize``: a Model-GNN trained with K ~ round(Exp(mean 4)) at N = 32 tested at
   K = 2..30 (Fig. 6), against MRT/ZF/RZF -> ``bench/results/precode_generalize.{json,png}``.
 
@@ -49,6 +51,7 @@ TABLE2 = [("model-gnn", 8, 4, s, 100) for s in (0, 10, 20)] + \
 EE_WIDTHS = [32, 32, 8]   # ours: the SE widths (Table I gives (32, 32, 32, 8) and lr 0.001 for EE)
 TABLE4 = [(8, 4, r, 5000, 60) for r in (3, 5, 7, 9)] + [(32, 16, r, 2000, 40) for r in (3, 9)]
 TABLE5 = [(2, 16, 8, 40), (3, 16, 8, 30), (3, 8, 4, 60)]     # (M, N, K, epochs)
+TABLE5_GAIN = [(3, 8, 4, 60), (2, 16, 8, 40)]                 # with inter-cell links 10 dB weaker
 
 
 def machine() -> dict:
@@ -166,36 +169,44 @@ def generalize(runs, n=32, ks=(2, 4, 6, 8, 10, 14, 18, 22, 26, 30)):
     fig.savefig(RESULTS / "precode_generalize.png", dpi=110)
 
 
-def table5(runs):
+def table5(runs, inter_gain=1.0, table=TABLE5):
     from mimo_fast.precode import multicell
     rows, nv = [], metrics.noise_var(10)
-    for m, n, k, epochs in TABLE5:
-        out = pathlib.Path(runs) / f"model-gnn-mc_{m}x{n}x{k}_10db_s1000"
+    tag = "" if inter_gain == 1 else f"_gain{inter_gain:g}"
+    for m, n, k, epochs in table:
+        out = pathlib.Path(runs) / f"model-gnn-mc_{m}x{n}x{k}_10db_s1000{tag}"
         if not (out / "best.safetensors").exists():
             cfg = PrecodeTrainConfig(model="model-gnn", cells=m, n=n, k=k, snr_db=10.0, samples=1000, epochs=epochs,
-                                     batch=100, record={"command": f"bench/bench_precode.py table5 ({m}x{n}x{k})"})
+                                     batch=100, inter_gain=inter_gain,
+                                     record={"command": f"bench/bench_precode.py table5 ({m}x{n}x{k}{tag})"})
             train(cfg, out, progress=False)
         net = weights.load(out / "best.safetensors")
         g = torch.Generator().manual_seed(TEST_SEED + 7 * m + 1000 * n + 10 * k)
-        G = multicell.draw_channels_mc(100, m, n, k, generator=g)
+        G = multicell.draw_channels_mc(100, m, n, k, generator=g, inter_gain=inter_gain)
         (Vw, info), t_w = timed(lambda: multicell.wmmse_mc(G, nv))
         se_w = multicell.sum_se_mc(G, Vw, nv)
         V, t = timed(lambda: net(G))
-        row = {"cells": m, "n": n, "k": k, "snr_db": 10, "epochs": epochs, "samples": 1000,
+        row = {"cells": m, "n": n, "k": k, "snr_db": 10, "epochs": epochs, "samples": 1000, "inter_gain": inter_gain,
+               "wmmse_users_off": float((multicell.rates_mc(G, Vw, nv) < 0.05).double().mean()),
                "se_ratio": metrics.se_ratio(multicell.sum_se_mc(G, V, nv), se_w), "seconds_cpu_100": t,
                "wmmse_seconds_cpu_100": t_w, "wmmse_iterations": info.iterations,
                "train_wall_seconds": net.record.get("wall_seconds"), "best_epoch": net.record.get("epoch")}
         for name, f in (("rzf_per_cell", lambda: multicell.per_cell(classical.rzf, G, nv)),
-                        ("zf_per_cell", lambda: multicell.per_cell(classical.zf, G))):
+                        ("zf_per_cell", lambda: multicell.per_cell(classical.zf, G)),
+                        ("rzf_coordinated", lambda: multicell.coordinated_rzf(G, nv))):
             row[f"{name}_se_ratio"] = metrics.se_ratio(multicell.sum_se_mc(G, f(), nv), se_w)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    write("precode_table5", rows, [
-        "| (M, N, K) | epochs | Model-GNN SE ratio % | per-cell RZF % | per-cell ZF % | GNN time s "
-        "| WMMSE time s (iters) | train s |",
-        "|---|---|---|---|---|---|---|---|"] + [
+    write("precode_table5" + tag, rows, [
+        f"inter-cell link gain {inter_gain:g}",
+        "",
+        "| (M, N, K) | epochs | Model-GNN SE ratio % | coordinated RZF % | per-cell RZF % | per-cell ZF % "
+        "| WMMSE users off % | GNN time s | WMMSE time s (iters) | train s |",
+        "|---|---|---|---|---|---|---|---|---|---|"] + [
         f"| ({r['cells']}, {r['n']}, {r['k']}) | {r['epochs']} | {100 * r['se_ratio']:.2f} | "
+        f"{100 * r['rzf_coordinated_se_ratio']:.2f} | "
         f"{100 * r['rzf_per_cell_se_ratio']:.2f} | {100 * r['zf_per_cell_se_ratio']:.2f} | "
+        f"{100 * r['wmmse_users_off']:.1f} | "
         f"{r['seconds_cpu_100']:.4f} | "
         f"{r['wmmse_seconds_cpu_100']:.3f} ({r['wmmse_iterations']}) | {r['train_wall_seconds']} |" for r in rows])
 
@@ -296,8 +307,8 @@ def write(name, rows, md_lines):
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=("table2", "samples", "generalize", "generalize_ee", "table4",
-                                     "table5"))
+                                     "table5", "table5_gain"))
     ap.add_argument("--runs", default="/work/runs/precode")
     a = ap.parse_args()
     {"table2": table2, "samples": samples, "generalize": generalize, "generalize_ee": generalize_ee, "table4": table4,
-     "table5": table5}[a.what](a.runs)
+     "table5": table5, "table5_gain": lambda r: table5(r, 0.1, TABLE5_GAIN)}[a.what](a.runs)

@@ -98,6 +98,20 @@ def per_cell(method, G: torch.Tensor, *args, p_max: float = 1.0) -> torch.Tensor
     return method(H.reshape(b * m, n, k), *args, p_max=p_max).reshape(b, m, n, k)
 
 
+def coordinated_rzf(G: torch.Tensor, noise_var: float, p_max: float = 1.0) -> torch.Tensor:
+    """Coordinated RZF (ours, a reference for P2): BS i uses the columns of its own users in
+    ``H_i (H_i^H H_i + (M K sigma0^2 / P_max) I)^{-1}``, ``H_i`` (N x MK) = BS i to every user, so it
+    suppresses its interference at the other cells' users too; equal power per user."""
+    check_G(G)
+    b, m, n, _, k = G.shape
+    Hall = G.reshape(b * m, n, m * k)
+    eye = torch.eye(m * k, dtype=G.dtype, device=G.device)
+    W = (Hall @ torch.linalg.solve(Hall.mH @ Hall + (m * k * noise_var / p_max) * eye, eye)).reshape(b, m, n, m, k)
+    ar = torch.arange(m, device=G.device)
+    own = W[:, ar, :, ar].permute(1, 0, 2, 3)                      # (B, M, N, K)
+    return classical.equal_power(own.reshape(b * m, n, k), p_max).reshape(b, m, n, k)
+
+
 def wmmse_mc(G: torch.Tensor, noise_var: float, p_max: float = 1.0, *, tol: float = 1e-6,
              max_iter: int = 500) -> tuple[torch.Tensor, WMMSEInfo]:
     """WMMSE for P2 (module docstring); initial point: per-cell RZF."""
@@ -207,4 +221,4 @@ class ModelGNNMC(nn.Module):
 
 
 __all__ = ["draw_channels_mc", "rates_mc", "sum_se_mc", "power_normalize_mc", "own_channels", "per_cell",
-           "wmmse_mc", "ModelGNNMC", "ModelGNNMCLayer", "check_G"]
+           "wmmse_mc", "coordinated_rzf", "ModelGNNMC", "ModelGNNMCLayer", "check_G"]
