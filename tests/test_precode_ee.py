@@ -142,3 +142,24 @@ def test_ee_training_with_exponential_k_keeps_one_multiplier_per_user(tmp_path):
     assert lam.shape == (60, max(ks)) and len(set(ks)) > 1
     assert all(bool((lam[i, kk:] == 0).all()) for i, kk in enumerate(ks))        # padding never updated
     assert all(bool((lam[i, :kk] > 0).any()) for i, kk in enumerate(ks))         # every sample's users were
+
+
+def test_ee_resume_restores_the_multipliers_exactly(tmp_path):
+    import os
+    import signal
+    full = train(PrecodeTrainConfig(epochs=3, **TINY), tmp_path / "a", progress=False)
+    calls = []
+
+    def stop_after_one(msg):                      # SIGTERM after epoch 1: checkpoint and stop
+        calls.append(msg)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    part = train(PrecodeTrainConfig(epochs=3, **TINY), tmp_path / "b", progress=True, log=stop_after_one)
+    assert part["interrupted"] and part["epoch"] == 1
+    rest = train(PrecodeTrainConfig(epochs=3, **TINY), tmp_path / "b", resume=True, progress=False)
+    a, b = (torch.load(tmp_path / d / "last.state.pt", weights_only=True)["lam"] for d in ("a", "b"))
+    assert torch.equal(a, b) and rest["val_se_ratio"] == full["val_se_ratio"]
+    wa, _ = weights.read(tmp_path / "a" / "last.safetensors")
+    wb, _ = weights.read(tmp_path / "b" / "last.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -190,7 +190,10 @@ def train(cfg: PrecodeTrainConfig, out, *, resume: bool = False, progress: bool 
     epoch, step, best, elapsed = 0, 0, -1.0, 0.0
     if resume:
         state = torch.load(out / STATE, weights_only=True)
-        if state["options"] != json.loads(json.dumps(cfg.run_defining())):
+        saved = dict(state["options"])
+        for key, default in (("objective", "se"), ("r_min", 3.0), ("dual_lr", 0.1), ("inter_gain", 1.0)):
+            saved.setdefault(key, default)          # runs checkpointed before these options existed
+        if saved != json.loads(json.dumps(cfg.run_defining())):
             raise ValueError(f"--resume: {str(out)!r} was run with {state['options']}, not {cfg.run_defining()}")
         wstate, meta = weights.read(out / LAST)
         if (meta.get("record") or {}).get("epoch_step") != [state["epoch"], state["step"]]:
