@@ -73,3 +73,24 @@ def test_multicell_train_and_precode_commands(tmp_path):
     rows = {r["method"]: r for r in json.loads(js.read_text())["results"]}
     assert rows["wmmse"]["se_ratio_wmmse"] == pytest.approx(1.0) and rows["model-gnn"]["cells"] == 2
     assert rows["model-gnn"]["power_max"] == pytest.approx(1.0, rel=1e-4)
+
+
+def test_inter_cell_gain_scales_only_the_inter_cell_links():
+    g = lambda: torch.Generator().manual_seed(4)
+    G1 = draw_channels_mc(400, 3, 4, 2, generator=g())
+    G = draw_channels_mc(400, 3, 4, 2, generator=g(), inter_gain=0.1)
+    own = torch.eye(3, dtype=torch.bool).view(1, 3, 1, 3, 1).expand(G.shape)
+    assert torch.equal(G[own], G1[own]) and torch.allclose(G[~own], G1[~own] * 0.1 ** 0.5)
+    assert abs(float(G[~own].abs().square().mean()) - 0.1) < 0.01
+    with pytest.raises(ValueError, match="inter_gain"):
+        draw_channels_mc(2, 2, 2, 2, generator=g(), inter_gain=0.0)
+
+
+def test_coordinated_rzf_is_rzf_for_one_cell_and_meets_the_per_bs_power():
+    from mimo_fast.precode.multicell import coordinated_rzf
+    nv = metrics.noise_var(10)
+    G1 = draw_channels_mc(5, 1, 6, 3, generator=torch.Generator().manual_seed(2))
+    assert torch.allclose(coordinated_rzf(G1, nv)[:, 0], classical.rzf(G1[:, 0, :, 0], nv), atol=1e-5)
+    G = draw_channels_mc(5, 3, 6, 2, generator=torch.Generator().manual_seed(3))
+    V = coordinated_rzf(G, nv)
+    assert V.shape == (5, 3, 6, 2) and torch.allclose(V.abs().square().sum((-2, -1)), torch.ones(5, 3), rtol=1e-5)

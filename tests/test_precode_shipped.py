@@ -46,3 +46,19 @@ def test_model_gnn_trained_on_exponential_k_generalises(k, at_least):
     se_w = metrics.sum_se(H, wmmse(H, nv)[0], nv)
     with torch.no_grad():
         assert metrics.se_ratio(metrics.sum_se(H, model(H), nv), se_w) >= at_least
+
+
+@pytest.mark.parametrize("r_min, ee_at_least, csr_at_least", [(3, 0.95, 0.98), (9, 0.90, 0.85)])
+def test_shipped_ee_precoders_reach_their_ee_ratio_and_constraint_satisfaction(r_min, ee_at_least, csr_at_least):
+    """Table IV at (8, 4): EE ratio against ZF-Dinkelbach and the constraint-satisfaction ratio."""
+    from mimo_fast.precode import energy
+    path = weights.find_shipped("model-gnn", 8, 4, 10, r_min=r_min)
+    model = weights.load(path, expect="model-gnn-ee")
+    assert model.record["r_min"] == r_min and model.record["objective"] == "ee" and model.record["samples"] == 5000
+    H = metrics.draw_channels(60, 8, 4, generator=torch.Generator().manual_seed(98))
+    nv = metrics.noise_var(10)
+    ee_ref = metrics.ee(H, energy.zf_dinkelbach(H, nv, r_min)[0], nv)
+    with torch.no_grad():
+        V = model(H)
+    assert energy.ee_ratio(metrics.ee(H, V, nv), ee_ref) >= ee_at_least
+    assert metrics.constraint_satisfaction(metrics.rates(H, V, nv), r_min) >= csr_at_least

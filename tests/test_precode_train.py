@@ -91,12 +91,17 @@ def test_train_and_precode_commands(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["precode", "--n", "4", "--k", "2", "--snr", "10", "--method", "mrt", "--objective", "ee"], "not in this version"),
+    (["precode", "--n", "4", "--k", "2", "--snr", "10", "--method", "vanilla-gnn", "--objective", "ee"], "not in this"),
+    (["precode", "--n", "2", "--k", "3", "--snr", "10", "--method", "mrt", "--objective", "ee"], "--k <= --n"),
+    (["precode", "--n", "4", "--k", "2", "--snr", "10", "--method", "zf-dinkelbach"], "--objective ee"),
+    (["precode", "--n", "5", "--k", "3", "--snr", "7", "--method", "model-gnn", "--objective", "ee", "--r-min", "4"],
+     "--r-min 4"),
     (["precode", "--n", "4", "--k", "2", "--snr", "10", "--method", "vanilla-gnn", "--cells", "2"], "not in this"),
     (["precode", "--n", "4", "--k", "2", "--snr", "10", "--method", "model-gnn", "--cells", "2"], "model-gnn-mc"),
     (["precode", "--n", "5", "--k", "3", "--snr", "7", "--method", "model-gnn"], "no shipped weights"),
     (["precode", "--n", "2", "--k", "3", "--snr", "7", "--method", "zf"], "--k <= --n"),
-    (["train", "model-gnn", "--objective", "ee", "--out", "x"], "not in this version"),
+    (["train", "vanilla-gnn", "--objective", "ee", "--out", "x"], "not in this version"),
+    (["train", "model-gnn", "--objective", "ee", "--r-min", "-1", "--out", "x"], "--r-min"),
     (["train", "model-gnn", "--samples", "0", "--out", "x"], "--samples"),
 ])
 def test_clear_errors(argv, message, capsys, tmp_path, monkeypatch):

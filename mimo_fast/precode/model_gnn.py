@@ -88,4 +88,40 @@ class ModelGNN(nn.Module):
         return power_normalize(self.raw(H), p_max)
 
 
-__all__ = ["ModelGNN", "ModelGNNLayer", "taylor_term"]
+class ModelGNNEE(ModelGNN):
+    """Model-GNN for the EE problem P3 (paper Sec. IV-B-2, Fig. 7): the transmit power is a
+    variable, so there is no power normalisation; the last layer's output is scaled by a
+    factor ``eta_K`` that an FNN computes from K (trained jointly with the GNN; the paper:
+    "we train a FNN with K as input and a factor eta_K as output, and then multiply eta_K
+    with the learned precoding matrix of Model-GNN")::
+
+        V = sqrt(P_max) eta_K G_M(H),   eta_K = exp(FNN(K / 16))
+
+    (the exp keeps eta_K > 0; the input scaling K / 16 and the FNN widths ``eta_widths``
+    are ours: the paper does not give them). Default ``widths``: Table I's (32, 32, 32, 8) for
+    EE; the shipped EE files use (32, 32, 8) (docs/precoding.md). ``raw`` is the GNN output of :class:`ModelGNN`
+    before its normalisation. Trained on the Lagrangian of
+    :func:`mimo_fast.precode.energy.lagrangian`."""
+
+    name = "model-gnn-ee"
+    K_SCALE = 16.0
+
+    def __init__(self, widths: Sequence[int] = (32, 32, 32, 8), pooling: str = "sum",
+                 eta_widths: Sequence[int] = (16, 16)):
+        super().__init__(widths, pooling)
+        from mimo_fast.nn.mlp import MLP, check_sizes
+        self.eta_widths = check_sizes("eta_widths", eta_widths)
+        self.eta = MLP((1, *self.eta_widths, 1))
+
+    def config(self) -> dict:
+        return {**super().config(), "eta_widths": list(self.eta_widths)}
+
+    def eta_k(self, k: int) -> torch.Tensor:
+        x = torch.tensor([[k / self.K_SCALE]], dtype=self.eta.layers[0].weight.dtype)
+        return self.eta(x).exp().reshape(())
+
+    def forward(self, H: torch.Tensor, p_max: float = 1.0) -> torch.Tensor:
+        return self.raw(H) * (self.eta_k(H.shape[-1]) * float(p_max) ** 0.5)
+
+
+__all__ = ["ModelGNN", "ModelGNNEE", "ModelGNNLayer", "taylor_term"]

@@ -2,7 +2,9 @@
 
 BS m (N antennas) serves the K users of cell m. ``G`` is ``(B, M, N, M, K)`` complex with
 ``G[b, i, :, m, k] = h_{k_m, i}``, the channel from BS i to user k of cell m (all links
-CN(0, I) here); ``V`` is ``(B, M, N, K)`` with ``V[b, m, :, k] = v_{k_m}``. P2::
+CN(0, I) by default; ``inter_gain`` beta < 1 draws the inter-cell links, i != m,
+as CN(0, beta I): a stand-in for path loss, which the paper does not specify);
+``V`` is ``(B, M, N, K)`` with ``V[b, m, :, k] = v_{k_m}``. P2::
 
     max sum_{m,k} log2(1 + |h_{k_m,m}^H v_{k_m}|^2 / (sum_{(j,i) != (k,m)} |h_{k_m,i}^H v_{j_i}|^2 + sigma0^2))
     s.t. Tr(V_m^H V_m) <= P_max for every m
@@ -41,13 +43,19 @@ def check_G(G: torch.Tensor) -> None:
 
 
 def draw_channels_mc(batch: int, m: int, n: int, k: int, *, generator: torch.Generator,
-                     dtype: torch.dtype = torch.complex64) -> torch.Tensor:
-    """``(batch, m, n, m, k)`` channels with CN(0, 1) entries."""
+                     dtype: torch.dtype = torch.complex64, inter_gain: float = 1.0) -> torch.Tensor:
+    """``(batch, m, n, m, k)`` channels: own-cell links CN(0, 1), inter-cell links CN(0, inter_gain)."""
     for name, v in (("batch", batch), ("cells", m), ("n", n), ("k", k)):
         if not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if not 0 < inter_gain <= 1:
+        raise ValueError(f"inter_gain must be in (0, 1], got {inter_gain!r}")
     real = torch.float64 if dtype == torch.complex128 else torch.float32
     z = torch.randn(batch, m, n, m, k, 2, generator=generator, dtype=real) * 0.5 ** 0.5
+    if inter_gain != 1.0:
+        scale = torch.full((m, 1, m, 1, 1), float(inter_gain) ** 0.5, dtype=real)
+        scale[torch.arange(m), 0, torch.arange(m)] = 1.0
+        z = z * scale
     return torch.view_as_complex(z).to(dtype)
 
 
@@ -88,6 +96,20 @@ def per_cell(method, G: torch.Tensor, *args, p_max: float = 1.0) -> torch.Tensor
     H = own_channels(G)
     b, m, n, k = H.shape
     return method(H.reshape(b * m, n, k), *args, p_max=p_max).reshape(b, m, n, k)
+
+
+def coordinated_rzf(G: torch.Tensor, noise_var: float, p_max: float = 1.0) -> torch.Tensor:
+    """Coordinated RZF (ours, a reference for P2): BS i uses the columns of its own users in
+    ``H_i (H_i^H H_i + (M K sigma0^2 / P_max) I)^{-1}``, ``H_i`` (N x MK) = BS i to every user, so it
+    suppresses its interference at the other cells' users too; equal power per user."""
+    check_G(G)
+    b, m, n, _, k = G.shape
+    Hall = G.reshape(b * m, n, m * k)
+    eye = torch.eye(m * k, dtype=G.dtype, device=G.device)
+    W = (Hall @ torch.linalg.solve(Hall.mH @ Hall + (m * k * noise_var / p_max) * eye, eye)).reshape(b, m, n, m, k)
+    ar = torch.arange(m, device=G.device)
+    own = W[:, ar, :, ar].permute(1, 0, 2, 3)                      # (B, M, N, K)
+    return classical.equal_power(own.reshape(b * m, n, k), p_max).reshape(b, m, n, k)
 
 
 def wmmse_mc(G: torch.Tensor, noise_var: float, p_max: float = 1.0, *, tol: float = 1e-6,
@@ -199,4 +221,4 @@ class ModelGNNMC(nn.Module):
 
 
 __all__ = ["draw_channels_mc", "rates_mc", "sum_se_mc", "power_normalize_mc", "own_channels", "per_cell",
-           "wmmse_mc", "ModelGNNMC", "ModelGNNMCLayer", "check_G"]
+           "wmmse_mc", "coordinated_rzf", "ModelGNNMC", "ModelGNNMCLayer", "check_G"]

@@ -21,9 +21,10 @@ _PREFIX = "mimo_fast."
 
 def registry() -> dict:
     from mimo_fast.precode.gnn import VanillaGNN
-    from mimo_fast.precode.model_gnn import ModelGNN
+    from mimo_fast.precode.model_gnn import ModelGNN, ModelGNNEE
     from mimo_fast.precode.multicell import ModelGNNMC
-    return {ModelGNN.name: ModelGNN, VanillaGNN.name: VanillaGNN, ModelGNNMC.name: ModelGNNMC}
+    return {ModelGNN.name: ModelGNN, VanillaGNN.name: VanillaGNN, ModelGNNMC.name: ModelGNNMC,
+            ModelGNNEE.name: ModelGNNEE}
 
 
 def save(model, path, *, n, k, snr_db, cells: int = 1, record: Optional[dict] = None) -> None:
@@ -75,27 +76,35 @@ def load(path, expect: Optional[str] = None):
     return model.eval()
 
 
-def shipped_name(name: str, n, k, snr_db: float) -> str:
-    return f"{name}_{n}x{k}_{snr_db:g}db.safetensors"
+def shipped_name(name: str, n, k, snr_db: float, r_min: Optional[float] = None) -> str:
+    """``<name>_<n>x<k>_<snr>db.safetensors``; EE precoders add ``_r<R_min>``."""
+    return f"{name}_{n}x{k}_{snr_db:g}db" + ("" if r_min is None else f"_r{r_min:g}") + ".safetensors"
 
 
 def shipped(name: Optional[str] = None) -> list[str]:
     names = registry() if name is None else [name]
-    return sorted(p.name for nm in names for p in SHIPPED_DIR.glob(f"{nm}_*db.safetensors"))
+    return sorted(p.name for nm in names for p in SHIPPED_DIR.glob(f"{nm}_*.safetensors"))
 
 
-def find_shipped(name: str, n: int, k: int, snr_db: float, cells: int = 1) -> pathlib.Path:
-    """The shipped file for exactly (name, n, k, snr_db, cells), or an error listing what is shipped."""
+def find_shipped(name: str, n: int, k: int, snr_db: float, cells: int = 1,
+                 r_min: Optional[float] = None) -> pathlib.Path:
+    """The shipped file for exactly (name, n, k, snr_db, cells[, r_min]), or an error listing what
+    is shipped. ``r_min`` given: the EE precoder ``<name>-ee`` trained for that R_min."""
     if cells > 1:
         name = name + "-mc" if not name.endswith("-mc") else name
-    path = SHIPPED_DIR / shipped_name(name, f"{cells}x{n}" if cells > 1 else n, k, snr_db)
+    if r_min is not None:
+        name = name + "-ee" if not name.endswith("-ee") else name
+    path = SHIPPED_DIR / shipped_name(name, f"{cells}x{n}" if cells > 1 else n, k, snr_db, r_min)
     if path.is_file():
         return path
     have = ", ".join(shipped(name)) or "none"
+    ee = "" if r_min is None else f", r_min={r_min:g}"
+    ee_args = "" if r_min is None else f" --objective ee --r-min {r_min:g}"
     raise WeightsError(
-        f"no shipped weights for precoder {name!r} with cells={cells}, n={n}, k={k}, snr={snr_db:g} dB; shipped: "
-        f"{have}. Train with `mimo-fast train {name.removesuffix('-mc')} --cells {cells} --n {n} --k {k} "
-        f"--snr {snr_db:g} --out DIR` and pass --weights DIR/best.safetensors (a Model-GNN runs at any N, K).")
+        f"no shipped weights for precoder {name!r} with cells={cells}, n={n}, k={k}, snr={snr_db:g} dB{ee}; shipped: "
+        f"{have}. Train with `mimo-fast train {name.removesuffix('-mc').removesuffix('-ee')} --cells {cells} --n {n} "
+        f"--k {k} --snr {snr_db:g}{ee_args} --out DIR` and pass --weights DIR/best.safetensors (a Model-GNN runs at "
+        f"any N, K).")
 
 
 __all__ = ["save", "read", "load", "find_shipped", "shipped", "shipped_name", "WeightsError", "registry"]
