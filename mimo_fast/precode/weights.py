@@ -14,7 +14,7 @@ import json
 import pathlib
 from typing import Optional
 
-from mimo_fast.detect.learned.weights import SHIPPED_DIR, WeightsError, atomic_write
+from mimo_fast.detect.learned.weights import SHIPPED_DIR, WeightsError, atomic_write, read_raw
 
 _PREFIX = "mimo_fast."
 
@@ -39,16 +39,7 @@ def save(model, path, *, n, k, snr_db, cells: int = 1, record: Optional[dict] = 
 
 def read(path) -> tuple[dict, dict]:
     """``(state_dict, metadata)`` with clear errors for a missing, corrupt or foreign file."""
-    from safetensors import safe_open
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise WeightsError(f"weights: no such file {str(path)!r}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            raw = f.metadata() or {}
-            state = {name: f.get_tensor(name) for name in f.keys()}
-    except Exception as exc:  # safetensors raises its own error types for bad headers
-        raise WeightsError(f"weights: {str(path)!r} is not a readable safetensors file ({exc})") from exc
+    state, raw = read_raw(path)
     if _PREFIX + "precoder" not in raw:
         raise WeightsError(f"weights: {str(path)!r} holds no precoder (not written by mimo_fast.precode)")
     meta = {key[len(_PREFIX):]: (v if key == _PREFIX + "precoder" else json.loads(v))

@@ -85,9 +85,9 @@ def save(det: nn.Module, path, record: Optional[dict] = None) -> None:
     atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
 
 
-def read(path) -> tuple[dict, dict]:
-    """``(state_dict, metadata)`` of a weights file, with clear errors for a missing,
-    corrupt or foreign file. Metadata values are decoded from JSON."""
+def read_raw(path) -> tuple[dict, dict]:
+    """``(state_dict, raw string metadata)`` of a safetensors file, with clear errors for a
+    missing or corrupt file (shared with :mod:`mimo_fast.precode.weights`)."""
     from safetensors import safe_open
     path = pathlib.Path(path)
     if not path.is_file():
@@ -98,6 +98,13 @@ def read(path) -> tuple[dict, dict]:
             state = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as exc:  # safetensors raises its own error types for bad headers
         raise WeightsError(f"weights: {str(path)!r} is not a readable safetensors file ({exc})") from exc
+    return state, raw
+
+
+def read(path) -> tuple[dict, dict]:
+    """``(state_dict, metadata)`` of a weights file, with clear errors for a missing,
+    corrupt or foreign file. Metadata values are decoded from JSON."""
+    state, raw = read_raw(path)
     if _PREFIX + "detector" not in raw:
         raise WeightsError(f"weights: {str(path)!r} has no mimo_fast metadata; it was not written by "
                            "mimo_fast.detect.learned.weights.save")
@@ -177,5 +184,5 @@ def find_shipped(name: str, nr: Optional[int], nt: Optional[int], constellation)
     return min(cands)[1]
 
 
-__all__ = ["save", "load", "read", "load_state", "find_shipped", "shipped", "shipped_name",
+__all__ = ["save", "load", "read", "read_raw", "load_state", "find_shipped", "shipped", "shipped_name",
            "WeightsError", "atomic_write", "SHIPPED_DIR", "constellation_from_json"]
