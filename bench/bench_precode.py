@@ -44,7 +44,7 @@ VANILLA_WIDTHS = [32, 32, 32, 32]
 # (model, N, K, SNR dB, epochs): reduced from the paper's grid to fit the CPU budget
 TABLE2 = [("model-gnn", 8, 4, s, 100) for s in (0, 10, 20)] + \
          [("model-gnn", 32, 16, 10, 120)] + [("model-gnn", 32, 16, s, 60) for s in (0, 20)] + \
-         [("model-gnn", 64, 16, 10, 40), ("model-gnn", 64, 32, 10, 30)] + \
+         [("model-gnn", 64, 16, 10, 150), ("model-gnn", 64, 32, 10, 150)] + \
          [("vanilla-gnn", 8, 4, s, 100) for s in (0, 10, 20)] + [("vanilla-gnn", 32, 16, 10, 30)]
 
 # (N, K, R_min, samples, epochs): the paper trains on 10,000 samples
