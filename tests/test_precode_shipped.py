@@ -7,11 +7,13 @@ from mimo_fast.precode.wmmse import wmmse
 
 
 @pytest.mark.parametrize("name, n, k, at_least", [("model-gnn", 8, 4, 0.96), ("model-gnn", 32, 16, 0.98),
-                                                  ("vanilla-gnn", 32, 16, 0.38)])
+                                                  ("model-gnn", 64, 16, 0.98), ("vanilla-gnn", 32, 16, 0.38)])
 def test_shipped_precoders_reach_their_se_ratio(name, n, k, at_least):
     path = weights.find_shipped(name, n, k, 10)
     model = weights.load(path, expect=name)
-    assert model.record["command"].startswith("mimo-fast train " + name) and model.record["samples"] == 1000
+    # trained by the CLI, or by the Table II bench (the same loop: precode.train.train)
+    assert model.record["command"].startswith(("mimo-fast train " + name, "bench/bench_precode.py"))
+    assert model.record["samples"] == 1000
     assert model.meta["n"] == n and model.meta["k"] == k and model.meta["snr_db"] == 10
     H = metrics.draw_channels(40, n, k, generator=torch.Generator().manual_seed(99))
     nv = metrics.noise_var(10)
