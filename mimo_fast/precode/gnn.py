@@ -32,6 +32,17 @@ def check_widths(widths, name: str = "widths", even: bool = False) -> tuple:
     return widths
 
 
+def layer_stack(layer, widths, pooling: str, even: bool = False) -> tuple:
+    """``(widths, nn.ModuleList)``: ``layer(j_in, j_out, pooling)`` for the feature sizes
+    ``2 -> widths... -> 2`` (the [Re, Im] of an edge in and out), after checking ``pooling``
+    and ``widths`` (``even``: complex channels, as the Model-GNNs read them)."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    widths = check_widths(widths, even=even)
+    dims = (2, *widths, 2)
+    return widths, nn.ModuleList(layer(a, b, pooling) for a, b in zip(dims[:-1], dims[1:]))
+
+
 def check_H(H: torch.Tensor) -> None:
     if not isinstance(H, torch.Tensor) or not H.is_complex() or H.dim() != 3:
         raise ValueError(f"H must be a complex (B, N, K) tensor, got "
@@ -68,12 +79,8 @@ class VanillaGNN(nn.Module):
 
     def __init__(self, widths: Sequence[int] = (64, 512, 512, 64), pooling: str = "sum"):
         super().__init__()
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-        self.widths = check_widths(widths)
+        self.widths, self.layers = layer_stack(VanillaEdgeLayer, widths, pooling)
         self.pooling = pooling
-        dims = (2, *self.widths, 2)
-        self.layers = nn.ModuleList(VanillaEdgeLayer(a, b, pooling) for a, b in zip(dims[:-1], dims[1:]))
 
     def config(self) -> dict:
         return {"widths": list(self.widths), "pooling": self.pooling}

@@ -22,7 +22,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from mimo_fast.precode.gnn import POOLINGS, check_H, check_widths, normalize_sample
+from mimo_fast.precode.gnn import check_H, layer_stack, normalize_sample
 from mimo_fast.precode.metrics import power_normalize
 
 
@@ -64,12 +64,8 @@ class ModelGNN(nn.Module):
 
     def __init__(self, widths: Sequence[int] = (32, 32, 8), pooling: str = "sum"):
         super().__init__()
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-        self.widths = check_widths(widths, even=True)
+        self.widths, self.layers = layer_stack(ModelGNNLayer, widths, pooling, even=True)
         self.pooling = pooling
-        dims = (2, *self.widths, 2)
-        self.layers = nn.ModuleList(ModelGNNLayer(a, b, pooling) for a, b in zip(dims[:-1], dims[1:]))
 
     def config(self) -> dict:
         return {"widths": list(self.widths), "pooling": self.pooling}

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from mimo_fast.precode import classical
-from mimo_fast.precode.gnn import POOLINGS, check_widths
+from mimo_fast.precode.gnn import layer_stack
 from mimo_fast.precode.model_gnn import taylor_term
 from mimo_fast.precode.wmmse import WMMSEInfo, _v_step
 
@@ -198,12 +198,8 @@ class ModelGNNMC(nn.Module):
 
     def __init__(self, widths: Sequence[int] = (32, 32, 8), pooling: str = "mean"):
         super().__init__()
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-        self.widths = check_widths(widths, even=True)
+        self.widths, self.layers = layer_stack(ModelGNNMCLayer, widths, pooling, even=True)
         self.pooling = pooling
-        dims = (2, *self.widths, 2)
-        self.layers = nn.ModuleList(ModelGNNMCLayer(a, c, pooling) for a, c in zip(dims[:-1], dims[1:]))
 
     def config(self) -> dict:
         return {"widths": list(self.widths), "pooling": self.pooling}
