@@ -213,7 +213,7 @@ class Trainer:
             b = gen(self.cfg.batch).to(self.dist.device)
             loss = self.model.training_loss(b.y, b.H, b.noise_var, b.x_idx, b.mask)
             # a model that transmits with its own (learned) constellation re-sends the draw (e2e)
-            y = self.model.retransmit(b.y, b.H, b.x_idx, b.mask) if hasattr(self.model, "retransmit") else b.y
+            y = self.model.retransmit(b.y, b.H, b.x_idx, b.mask)
             hard = self.model(y, b.H, b.noise_var, b.mask).hard
             n = b.y.shape[0]
             acc += torch.tensor([float(loss) * n, n, int(((hard != b.x_idx) & b.mask).sum()), int(b.mask.sum())],

@@ -47,6 +47,12 @@ class LearnedDetector(Detector):
     def _detect_masked(self, y: Tensor, H: Tensor, noise_var: Tensor, mask: Tensor):
         raise NotImplementedError
 
+    def retransmit(self, y: Tensor, H: Tensor, x_idx: Tensor, mask: Tensor) -> Tensor:
+        """The received signal of a training draw (made with the QAM of ``--mod``) as this
+        model's own transmitter would send it: ``y`` itself, except for models that learn
+        their constellation (``e2e``)."""
+        return y
+
     # The unmasked path is the masked one with every user present.
     def _detect(self, y, H, noise_var):
         mask = torch.ones(H.shape[0], H.shape[2], dtype=torch.bool, device=H.device)
