@@ -84,6 +84,10 @@ def _add_train(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, metavar="DIR", help="run folder (checkpoints, log, weights)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--init", default=None, metavar="PATH|shipped",
+                   help="start a new run from the parameters of a weights file of the same model "
+                        "(fine-tuning; its constructor options are kept, --model-option overrides "
+                        "those that leave the parameter shapes alone); 'shipped' = the shipped file")
     p.add_argument("--model-option", type=_model_option, action="append", default=[], metavar="KEY=VALUE",
                    help="constructor option of the model (repeatable; VALUE read as JSON when it parses)")
     p.add_argument("--backend", default=None, help="op backend for the model (reference, cpu, ...)")
@@ -106,6 +110,27 @@ def _add_train(sub) -> None:
     g.add_argument("--pooling", choices=("sum", "mean"), default="mean", help="pooling (default mean)")
     g.add_argument("--lr-final", type=float, default=0.01, help="cosine decay to lr * this (default 0.01)")
     p.set_defaults(func=_cmd_train)
+
+
+def _init_weights(args: argparse.Namespace):
+    """``--init``: ``(state_dict, constructor options, record entry)`` of the weights file to
+    start from. The file must hold the model being trained, for the same constellation."""
+    from mimo_fast import comm
+    from mimo_fast.detect.learned import weights
+
+    path = args.init
+    if path == "shipped":
+        path = weights.find_shipped(args.model, args.nr, args.nt, comm.from_name(args.mod))
+    state, meta = weights.read(path)
+    if meta["detector"] != args.model:
+        raise ValueError(f"--init {str(path)!r} holds a {meta['detector']!r} model, not {args.model!r}")
+    if meta["constellation"].name != comm.from_name(args.mod).name:
+        raise ValueError(f"--init {str(path)!r} was trained for {meta['constellation'].name}, not "
+                         f"--mod {args.mod}")
+    rec = meta.get("record") or {}
+    entry = {"path": str(path), "steps": rec.get("steps"), "command": rec.get("command"),
+             "wall_clock_s": rec.get("wall_clock_s")}
+    return state, dict(meta.get("config") or {}), entry
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -136,6 +161,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
                                val_batches=args.val_batches, patience=args.patience, lr_factor=args.lr_factor,
                                min_lr=args.min_lr, plateau_metric=args.plateau_metric, seed=args.seed)
         cfg.validate()
+        if args.init is not None and args.resume:
+            return fail("--init starts a new run from a weights file; --resume continues the run in "
+                        "--out (its checkpoint holds the parameters): use one of them")
         if not args.resume and checkpoint.exists(args.out):
             return fail(f"--out {args.out!r} already holds a run; pass --resume to continue it or choose "
                         "another folder")
@@ -146,11 +174,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
         # the same initial parameters for a seed (and on every rank; rank 0's are broadcast too)
         torch.manual_seed(data.stream_seed(args.seed, 0, 2))
         options = dict(args.model_option)
+        init_state, record = None, {"command": "mimo-fast " + shlex.join(getattr(args, "_argv", sys.argv[1:]))}
+        if args.init is not None:
+            init_state, init_options, record["init"] = _init_weights(args)
+            options = {**init_options, **options}
         model = REGISTRY[args.model](comm.from_name(args.mod), nr=args.nr, nt=args.nt,
                                      backend=args.backend, **options)
-        command = "mimo-fast " + shlex.join(getattr(args, "_argv", sys.argv[1:]))
+        if init_state is not None:
+            from mimo_fast.detect.learned import weights
+            weights.load_state(model, init_state, f"--init {args.init!r}")
         trainer = loop.Trainer(model, data_cfg, cfg, info, out=args.out,
-                               record={"command": command}, progress=not args.no_progress)
+                               record=record, progress=not args.no_progress)
         if args.resume:
             trainer.resume()
         if info.is_main:

@@ -3,13 +3,17 @@
     mimo-fast simulate --nr 8 --nt 8 --mod qam16 --detector ep lmmse --snr 20 25 \
         [--channel rayleigh|kronecker --rho-rx R --rho-tx R --csi-error-var E] \
         [--min-errors 500 --max-symbols N --batch B --seed S --backend NAME] \
-        [--weights PATH] [--constellation-from e2e|PATH] [--json out.json] [--plot out.png]
+        [--weights PATH] [--constellation-from e2e|PATH] [--mfb] [--json out.json] [--plot out.png]
 
 ``--rho-rx``/``--rho-tx`` take a value or a range ``LOW,HIGH`` (each channel draws its
 own rho). Writes ``{"config": {...}, "results": [{"detector", "snr_db", "ser", "ber",
 "symbol_errors", "symbols", "seconds", "bit_errors"}, ...]}`` with ``--json``.
 Under ``torchrun`` (``torchrun --nproc-per-node K -m mimo_fast.cli simulate ...``) the
 work is split across ranks (gloo); rank 0 prints and writes.
+
+``--mfb`` adds the matched-filter bound (:func:`mimo_fast.eval.bounds.mfb_ser`: one user
+alone on its channel, a floor no detector passes) at each SNR: a line under the table,
+``"bounds": {"mfb": [{"snr_db", "ser"}, ...]}`` in the JSON and a dashed line in the plot.
 
 ``--detector e2e`` transmits with the constellation learned with its weights (the
 ``--mod`` is the QAM it was initialised from) while the other detectors of the run keep
@@ -63,6 +67,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         "shipped e2e weights (e2e) or of an e2e weights file (PATH)")
     p.add_argument("--json", default=None, metavar="PATH", help="write config and results as JSON")
     p.add_argument("--plot", default=None, metavar="PATH", help="write SER vs SNR as a PNG")
+    p.add_argument("--mfb", action="store_true",
+                   help="add the matched-filter bound (no detector can do better; mimo_fast.eval.bounds) "
+                        "to the table, the JSON ('bounds') and the plot (square QAM; i.i.d. Rayleigh or "
+                        "a fixed --rho-rx)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
     return p
@@ -129,6 +137,11 @@ def run(args: argparse.Namespace) -> int:
         return fail("--rho-rx/--rho-tx need --channel kronecker")
     try:
         cfg.validate()
+        bounds = {}
+        if args.mfb:
+            from mimo_fast.eval.bounds import mfb_ser
+            bounds["mfb"] = [{"snr_db": s, "ser": float(v)} for s, v in
+                             zip(args.snr, mfb_ser(args.snr, args.nr, args.nt, constellation, rho_rx=args.rho_rx))]
         # e2e is asked for by the QAM it started from; it transmits its own points (eval)
         own = {n for n in args.detector if getattr(detect.REGISTRY[n], "transmits_own_constellation", False)}
         dets = {name: detect.make(name, qam if name in own else constellation, backend=args.backend,
@@ -145,15 +158,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"{cfg.nr}x{cfg.nt} {constellation.name} {cfg.channel}, seed {cfg.seed}"
               + (f", {world} ranks" if world > 1 else ""))
         print(format_table(results))
+        if bounds:
+            print("matched-filter bound: " + ", ".join(f"{b['snr_db']:g} dB {b['ser']:.4e}" for b in bounds["mfb"]))
         config = dict(cfg.to_dict(), snr_db=list(args.snr), detectors=list(dets), world_size=world)
         if args.constellation_from is not None:
             config["constellation"] = {"from": args.constellation_from, "name": constellation.name,
                                        "points": [[float(p.real), float(p.imag)] for p in constellation.points]}
         if args.json:
             with open(args.json, "w") as f:
-                json.dump({"config": config, "results": results}, f, indent=2)
+                json.dump({"config": config, "results": results, **({"bounds": bounds} if bounds else {})},
+                          f, indent=2)
         if args.plot:
-            plot(results, args.plot, f"{cfg.nr}x{cfg.nt} {constellation.name} {cfg.channel}")
+            plot(results, args.plot, f"{cfg.nr}x{cfg.nt} {constellation.name} {cfg.channel}", bounds=bounds)
     if started:
         dist.destroy_process_group()
     return 0

@@ -38,6 +38,23 @@ def test_simulate_kronecker_flags(tmp_path):
     assert cfg["rho_rx"] == 0.5 and cfg["rho_tx"] == [0.1, 0.4] and cfg["csi_error_var"] == 0.01
 
 
+def test_mfb_adds_the_bound_under_every_detector(tmp_path, capsys):
+    out, png = tmp_path / "m.json", tmp_path / "m.png"
+    rc = cli.main(["simulate", *SMALL, "--detector", "ml", "--snr", "0", "6", "--mfb", "--json", str(out),
+                   "--plot", str(png)])
+    assert rc == 0
+    assert "matched-filter bound: 0 dB" in capsys.readouterr().out
+    data = json.loads(out.read_text())
+    mfb = data["bounds"]["mfb"]
+    assert [b["snr_db"] for b in mfb] == [0.0, 6.0] and mfb[0]["ser"] > mfb[1]["ser"] > 0
+    for r, b in zip(data["results"], mfb):
+        assert r["ser"] > b["ser"]          # even ML stays above the genie bound
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    rc = cli.main(["simulate", *SMALL, "--detector", "zf", "--snr", "6", "--mfb", "--channel", "kronecker",
+                   "--rho-rx", "0.1,0.5"])
+    assert rc == 2 and "rho_rx" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("name", ["remimo", "e2e", "gepnet"])
 def test_learned_detector_without_weights_is_a_clear_error(name, capsys):
     # 4x2 QPSK: nothing is shipped for these; the error lists what is

@@ -134,6 +134,29 @@ def test_checkpoint_errors(tmp_path, capsys):
         assert needle in capsys.readouterr().err
 
 
+def test_init_starts_a_new_run_from_a_weights_file(tmp_path, capsys):
+    """--init: the new run starts at the file's parameters (its options kept), records where
+    they came from, and refuses another model, another constellation, bad shapes and --resume."""
+    src = tmp_path / "a" / "last.safetensors"
+    assert cli.main(["train", *ARGS, "--steps", "4", "--out", str(tmp_path / "a")]) == 0
+    # no --model-option: layers=2 must come from the file; lr 1e-12 keeps the start visible
+    base = [x for x in ARGS if x not in ("--model-option", "layers=2")]
+    assert cli.main(["train", *base, "--steps", "1", "--lr", "1e-12", "--init", str(src),
+                     "--out", str(tmp_path / "b")]) == 0
+    start, now = params(src), params(tmp_path / "b" / "last.safetensors")
+    assert set(start) == set(now)
+    assert all(torch.allclose(start[k], now[k], atol=1e-9) for k in start)
+    _, meta = weights.read(tmp_path / "b" / "last.safetensors")
+    assert meta["record"]["init"]["path"] == str(src) and meta["record"]["init"]["steps"] == 4
+    qam16 = [x if x != "qam4" else "qam16" for x in base]
+    for args, needle in [([*base, "--resume"], "--init starts a new run"),
+                         ([*base, "--model-option", "layers=3"], "does not fit"),
+                         (["oampnet", *base[1:]], "holds a 'oampnet2' model, not 'oampnet'"),
+                         (qam16, "trained for qam4")]:
+        assert cli.main(["train", *args, "--steps", "1", "--init", str(src), "--out", str(tmp_path / "c")]) == 2
+        assert needle in capsys.readouterr().err
+
+
 def test_torchrun_two_processes_average_gradients(tmp_path):
     """2 ranks (gloo), three steps: the parameters equal Adam on the mean of the two ranks'
     gradients, each rank on its own data; the logged loss is the mean over ranks and steps;

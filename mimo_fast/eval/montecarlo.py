@@ -202,8 +202,9 @@ def _tqdm():
     return tqdm
 
 
-def plot(results: list, path: str, title: str = "") -> None:
-    """SER vs SNR, one line per detector, log scale, PNG via the Agg backend."""
+def plot(results: list, path: str, title: str = "", bounds: Optional[dict] = None) -> None:
+    """SER vs SNR, one line per detector, log scale, PNG via the Agg backend. ``bounds``:
+    ``{label: [{"snr_db", "ser"}, ...]}`` drawn as dashed black lines (e.g. the MFB)."""
     try:
         import matplotlib
     except ImportError:
@@ -216,6 +217,8 @@ def plot(results: list, path: str, title: str = "") -> None:
         pts = [(r["snr_db"], r["ser"]) for r in results if r["detector"] == name]
         xs, ys = zip(*pts)
         ax.semilogy(xs, [y if y > 0 else float("nan") for y in ys], marker="o", label=name)
+    for name, pts in (bounds or {}).items():
+        ax.semilogy([b["snr_db"] for b in pts], [b["ser"] for b in pts], "k--", label=name.upper())
     ax.set_xlabel("SNR (dB)")
     ax.set_ylabel("SER")
     ax.grid(True, which="both", alpha=0.3)
