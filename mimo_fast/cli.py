@@ -78,6 +78,8 @@ def _add_train(sub) -> None:
     p.add_argument("--min-lr", type=float, default=0.0, help="plateau: lowest lr (default 0)")
     p.add_argument("--plateau-metric", choices=("loss", "ser"), default="loss",
                    help="validation metric for the plateau scheduler and best.safetensors")
+    p.add_argument("--clip-grad", type=float, default=None, metavar="NORM",
+                   help="clip the global gradient norm to NORM before each step (default: no clipping)")
     p.add_argument("--val-every", type=int, default=100, help="validate and checkpoint every N steps")
     p.add_argument("--val-batches", type=int, default=4, help="validation batches (of --batch) per rank")
     p.add_argument("--patience", type=int, default=5, help="plateau: validations without improvement")
@@ -159,7 +161,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         data_cfg.validate()
         cfg = loop.TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, val_every=args.val_every,
                                val_batches=args.val_batches, patience=args.patience, lr_factor=args.lr_factor,
-                               min_lr=args.min_lr, plateau_metric=args.plateau_metric, seed=args.seed)
+                               min_lr=args.min_lr, plateau_metric=args.plateau_metric, seed=args.seed,
+                               clip_grad=args.clip_grad)
         cfg.validate()
         if args.init is not None and args.resume:
             return fail("--init starts a new run from a weights file; --resume continues the run in "

@@ -61,6 +61,24 @@ def test_tiny_training_lowers_the_validation_loss():
     assert after < 0.95 * before, (before, after)
 
 
+def test_clip_grad_bounds_the_step_gradient_and_keeps_old_options():
+    model = REGISTRY["oampnet2"](comm.qam(4), nr=4, nt=4, layers=3)
+    trainer = Trainer(model, DATA, TrainConfig(steps=2, batch=64, lr=0.02, seed=3, clip_grad=1e-4))
+    trainer.train_step()
+    norm = torch.sqrt(sum(p.grad.double().square().sum() for p in trainer.params))
+    assert norm <= 1e-4 * (1 + 1e-5)
+    # unclipped, the same first batch has a larger gradient (so the clip did something)
+    free = Trainer(REGISTRY["oampnet2"](comm.qam(4), nr=4, nt=4, layers=3), DATA,
+                   TrainConfig(steps=2, batch=64, lr=0.02, seed=3))
+    free.train_step()
+    assert torch.sqrt(sum(p.grad.double().square().sum() for p in free.params)) > 1e-3
+    # None is left out of the saved options: checkpoints written before the option resume
+    assert "clip_grad" not in TrainConfig().to_dict() and TrainConfig(clip_grad=0.5).to_dict()["clip_grad"] == 0.5
+    for bad in (0.0, -1.0, float("inf"), "1"):
+        with pytest.raises(ValueError, match="clip_grad"):
+            TrainConfig(clip_grad=bad).validate()
+
+
 def test_resume_is_bit_identical_and_files_are_complete(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     assert cli.main(["train", *ARGS, "--steps", "12", "--out", str(a)]) == 0

@@ -46,6 +46,7 @@ class TrainConfig:
     min_lr: float = 0.0
     plateau_metric: str = "loss"
     seed: int = 0
+    clip_grad: Optional[float] = None   # max global gradient norm (None: no clipping)
 
     def validate(self) -> None:
         for name in ("steps", "batch", "val_every", "val_batches"):
@@ -58,11 +59,15 @@ class TrainConfig:
             raise ValueError(f"lr must be a positive float, got {self.lr!r}")
         if not 0 < self.lr_factor < 1:
             raise ValueError(f"lr_factor must be in (0, 1), got {self.lr_factor!r}")
+        if self.clip_grad is not None and not (isinstance(self.clip_grad, (int, float))
+                                               and math.isfinite(self.clip_grad) and self.clip_grad > 0):
+            raise ValueError(f"clip_grad must be a positive float or None, got {self.clip_grad!r}")
         if self.plateau_metric not in PLATEAU_METRICS:
             raise ValueError(f"plateau_metric must be one of {PLATEAU_METRICS}, got {self.plateau_metric!r}")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        # options added later are left out at their default, so older checkpoints still resume
+        return {k: v for k, v in dataclasses.asdict(self).items() if not (k == "clip_grad" and v is None)}
 
     def run_defining(self) -> dict:
         """Options a resumed run must share with the checkpoint (``steps`` may grow)."""
@@ -195,6 +200,9 @@ class Trainer:
         if extra[1] > 0:
             raise FloatingPointError(f"{self.model.name}: non-finite training loss at step {self.step + 1} "
                                      f"(lr {self.lr():.3g}); lower --lr or check the data options")
+        if self.cfg.clip_grad is not None:
+            # after the all-reduce: every rank clips the same averaged gradient
+            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.clip_grad)
         self.opt.step()
         self.step += 1
         return float(extra[0]) / self.dist.world, bool(extra[2] > 0)
