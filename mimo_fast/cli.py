@@ -185,7 +185,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
                                      backend=args.backend, **options)
         if init_state is not None:
             from mimo_fast.detect.learned import weights
-            weights.load_state(model, init_state, f"--init {args.init!r}")
+            # parameters a new option adds as the identity (gepnet cavity_gate) may be absent
+            weights.load_state(model, init_state, f"--init {args.init!r}",
+                               optional=model.init_optional())
         trainer = loop.Trainer(model, data_cfg, cfg, info, out=args.out,
                                record=record, progress=not args.no_progress)
         if args.resume:

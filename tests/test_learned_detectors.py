@@ -16,6 +16,7 @@ MODELS = {
     "gnn": ("gnn", dict(rounds=3, **SMALL)),
     "gepnet": ("gepnet", dict(iterations=3, rounds=2, **SMALL)),
     "gepnet-complex": ("gepnet", dict(iterations=3, rounds=2, readout="complex", **SMALL)),
+    "gepnet-gate": ("gepnet", dict(iterations=3, rounds=2, cavity_skip=True, cavity_gate=True, **SMALL)),
     "ampgnn": ("ampgnn", dict(iterations=3, rounds=2, **SMALL)),
 }
 
@@ -111,6 +112,31 @@ def test_gepnet_cavity_skip_starts_as_ep(readout):
         model("gepnet", cavity_skip=1)
 
 
+@pytest.mark.parametrize("readout", ["pam", "complex"])
+def test_gepnet_cavity_gate_starts_as_the_ungated_model(readout):
+    """cavity_gate: tau = 2 sigmoid(w u + b) starts at 1, so a gated model holding an ungated
+    model's weights gives its logits exactly; training moves the gate; a file without the
+    gate seeds the gated model (init_optional) but an unrelated missing name still fails."""
+    plain = model("gepnet", readout=readout, cavity_skip=True)
+    gated = model("gepnet", readout=readout, cavity_skip=True, cavity_gate=True, seed=1)
+    state = plain.state_dict()
+    with pytest.raises(WeightsError, match="missing"):
+        weights.load_state(gated, state, "test")
+    weights.load_state(gated, state, "test", optional=gated.init_optional())
+    torch.nn.init.normal_(plain.mpnn.readout_mlp.layers[-1].weight)   # a non-zero correction
+    gated.mpnn.readout_mlp.layers[-1].weight.data.copy_(plain.mpnn.readout_mlp.layers[-1].weight)
+    H, y, nv, idx = system(B=12, nr=8, nt=4, snr_db=25.0)
+    with torch.no_grad():
+        assert torch.equal(gated(y, H, nv).logits, plain(y, H, nv).logits)
+    gated.training_loss(y, H, nv, idx).backward()
+    assert float(gated.gate.weight.grad.abs().sum()) > 0
+    assert gated.config()["cavity_gate"] is True and plain.init_optional() == ()
+    with pytest.raises(ValueError, match="pass cavity_skip=True"):
+        model("gepnet", cavity_gate=True)
+    with pytest.raises(TypeError, match="cavity_gate must be a bool"):
+        model("gepnet", cavity_skip=True, cavity_gate=1)
+
+
 def test_ampgnn_with_the_gaussian_posterior_is_amp():
     """With the MPNN step replaced by the AWGN model r = x + CN(0, Sigma) (eq. 7), AMP-GNN is
     Algorithm 1's AMP (T = 10)."""
@@ -129,6 +155,10 @@ def test_ampgnn_with_the_gaussian_posterior_is_amp():
 @pytest.mark.parametrize("key", MODELS)
 def test_gradient_reaches_every_parameter(key):
     det = model(key)
+    with torch.no_grad():   # zero-initialised layers (cavity_skip, the gate) would block the paths before them
+        for p in det.parameters():
+            if not bool(p.any()):
+                p.normal_(std=0.1)
     H, y, nv, idx = system()
     mask = torch.ones(5, 3, dtype=torch.bool)
     mask[1, 2] = False

@@ -47,6 +47,11 @@ class LearnedDetector(Detector):
     def _detect_masked(self, y: Tensor, H: Tensor, noise_var: Tensor, mask: Tensor):
         raise NotImplementedError
 
+    def init_optional(self) -> tuple:
+        """Names of parameters that start as the identity, so a weights file that lacks them
+        still seeds this model exactly (``mimo-fast train --init``). None by default."""
+        return ()
+
     def retransmit(self, y: Tensor, H: Tensor, x_idx: Tensor, mask: Tensor) -> Tensor:
         """The received signal of a training draw (made with the QAM of ``--mod``) as this
         model's own transmitter would send it: ``y`` itself, except for models that learn

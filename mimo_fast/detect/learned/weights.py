@@ -138,10 +138,11 @@ def load(path, expect: Optional[str] = None, registry: Optional[dict] = None, **
     return det
 
 
-def load_state(det: nn.Module, state: dict, where: str) -> None:
-    """``load_state_dict`` with an error that lists missing, unexpected and mis-shaped names."""
+def load_state(det: nn.Module, state: dict, where: str, optional: tuple = ()) -> None:
+    """``load_state_dict`` with an error that lists missing, unexpected and mis-shaped names.
+    Names in ``optional`` may be missing (they keep the model's own values)."""
     own = det.state_dict()
-    missing = sorted(set(own) - set(state))
+    missing = sorted(set(own) - set(state) - set(optional))
     extra = sorted(set(state) - set(own))
     shapes = sorted(f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
                     for k in set(own) & set(state) if state[k].shape != own[k].shape)
@@ -150,7 +151,7 @@ def load_state(det: nn.Module, state: dict, where: str) -> None:
                  f"shape mismatch {shapes}" if shapes else ""]
         raise WeightsError(f"weights: {where} does not fit {det.name} as configured: "
                            + "; ".join(p for p in parts if p))
-    det.load_state_dict(state)
+    det.load_state_dict({**{k: own[k] for k in optional if k in own and k not in state}, **state})
 
 
 def shipped_name(name: str, nr: int, nt: int, constellation: Constellation) -> str:
