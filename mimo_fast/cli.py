@@ -132,6 +132,8 @@ def _init_weights(args: argparse.Namespace):
     rec = meta.get("record") or {}
     entry = {"path": str(path), "steps": rec.get("steps"), "command": rec.get("command"),
              "wall_clock_s": rec.get("wall_clock_s")}
+    if rec.get("init"):
+        entry["init"] = rec["init"]          # the source's own start: the whole chain stays readable
     return state, dict(meta.get("config") or {}), entry
 
 

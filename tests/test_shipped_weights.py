@@ -16,7 +16,7 @@ def ser(det, H, y, nv, idx):
 
 # (learned, parent, nr, nt, order, snr_db, batch, at most this fraction of the parent's SER)
 CASES = [
-    ("gepnet", "ep", 8, 8, 16, 25.0, 16000, 0.95),
+    ("gepnet", "ep", 8, 8, 16, 25.0, 16000, 0.75),    # measured 0.60 (the cavity_skip-only file: 0.85)
     ("ampgnn", "amp", 32, 32, 4, 12.0, 2000, 0.7),
     ("ampgnn", "amp", 32, 24, 4, 10.0, 2000, 0.8),     # a 32-user model serving 24
 ]

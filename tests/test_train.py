@@ -166,6 +166,11 @@ def test_init_starts_a_new_run_from_a_weights_file(tmp_path, capsys):
     assert all(torch.allclose(start[k], now[k], atol=1e-9) for k in start)
     _, meta = weights.read(tmp_path / "b" / "last.safetensors")
     assert meta["record"]["init"]["path"] == str(src) and meta["record"]["init"]["steps"] == 4
+    # a run started from a started run keeps the chain
+    assert cli.main(["train", *base, "--steps", "1", "--init", str(tmp_path / "b" / "last.safetensors"),
+                     "--out", str(tmp_path / "b2")]) == 0
+    _, meta = weights.read(tmp_path / "b2" / "last.safetensors")
+    assert meta["record"]["init"]["steps"] == 1 and meta["record"]["init"]["init"]["path"] == str(src)
     qam16 = [x if x != "qam4" else "qam16" for x in base]
     for args, needle in [([*base, "--resume"], "--init starts a new run"),
                          ([*base, "--model-option", "layers=3"], "does not fit"),
