@@ -141,6 +141,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     import shlex
 
     if args.model in ("model-gnn", "vanilla-gnn"):
+        given = [f for f, v in (("--init", args.init), ("--clip-grad", args.clip_grad)) if v is not None]
+        if given:
+            print(f"mimo-fast train: error: {' and '.join(given)} apply to the detectors; the precoders' "
+                  "own loop (docs/precoding.md) does not take them", file=sys.stderr)
+            return 2
         from mimo_fast.precode.train import main as train_precoder
         return train_precoder(args, "mimo-fast " + shlex.join(getattr(args, "_argv", sys.argv[1:])))
 

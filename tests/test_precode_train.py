@@ -103,6 +103,8 @@ def test_train_and_precode_commands(tmp_path, capsys):
     (["train", "vanilla-gnn", "--objective", "ee", "--out", "x"], "not in this version"),
     (["train", "model-gnn", "--objective", "ee", "--r-min", "-1", "--out", "x"], "--r-min"),
     (["train", "model-gnn", "--samples", "0", "--out", "x"], "--samples"),
+    (["train", "model-gnn", "--init", "shipped", "--out", "x"], "--init apply to the detectors"),
+    (["train", "model-gnn", "--clip-grad", "1", "--out", "x"], "--clip-grad apply to the detectors"),
 ])
 def test_clear_errors(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -74,7 +74,7 @@ def test_clip_grad_bounds_the_step_gradient_and_keeps_old_options():
     assert torch.sqrt(sum(p.grad.double().square().sum() for p in free.params)) > 1e-3
     # None is left out of the saved options: checkpoints written before the option resume
     assert "clip_grad" not in TrainConfig().to_dict() and TrainConfig(clip_grad=0.5).to_dict()["clip_grad"] == 0.5
-    for bad in (0.0, -1.0, float("inf"), "1"):
+    for bad in (0.0, -1.0, float("inf"), "1", True):
         with pytest.raises(ValueError, match="clip_grad"):
             TrainConfig(clip_grad=bad).validate()
 

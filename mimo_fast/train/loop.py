@@ -59,8 +59,9 @@ class TrainConfig:
             raise ValueError(f"lr must be a positive float, got {self.lr!r}")
         if not 0 < self.lr_factor < 1:
             raise ValueError(f"lr_factor must be in (0, 1), got {self.lr_factor!r}")
-        if self.clip_grad is not None and not (isinstance(self.clip_grad, (int, float))
-                                               and math.isfinite(self.clip_grad) and self.clip_grad > 0):
+        c = self.clip_grad
+        if c is not None and (isinstance(c, bool) or not isinstance(c, (int, float))
+                              or not math.isfinite(c) or c <= 0):
             raise ValueError(f"clip_grad must be a positive float or None, got {self.clip_grad!r}")
         if self.plateau_metric not in PLATEAU_METRICS:
             raise ValueError(f"plateau_metric must be one of {PLATEAU_METRICS}, got {self.plateau_metric!r}")

@@ -144,11 +144,11 @@ class GEPNet(GraphDetector):
         weights, the paper's plain readout had not caught up with EP.
 
         ``cavity_gate`` (also this library's) multiplies the Gaussian term by a per-node
-        ``tau = 2 sigmoid(w^T u + b)`` in (0, 2), exactly 1 at the start (w = b = 0). Why: at 25 dB, where EP's final
-        decision is wrong, the Gaussian term favours the wrong level by a median of 37-87
-        nats while the shipped model's correction spans at most ~4, so an additive
-        correction can never overturn a confidently wrong cavity; the gate lets the GNN
-        distrust it (tau -> 0) and decide from its own readout."""
+        ``tau = 2 sigmoid(w^T u + b)`` in (0, 2), exactly 1 at the start (w = b = 0). Why:
+        at 25 dB, where EP's final decision is wrong, the Gaussian term favours the wrong
+        level by a median of 37-87 nats while a cavity_skip model's correction spans at most
+        ~4 (measured), so an additive correction cannot overturn a confidently wrong cavity;
+        the gate lets the GNN distrust it (tau -> 0) and decide from its own readout."""
         x, v = attr[..., 0], attr[..., 1]
         c = self.constellation
         if self.readout == "pam":
