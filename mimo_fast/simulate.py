@@ -171,5 +171,6 @@ def run(args: argparse.Namespace) -> int:
         if args.plot:
             plot(results, args.plot, f"{cfg.nr}x{cfg.nt} {constellation.name} {cfg.channel}", bounds=bounds)
     if started:
-        dist.destroy_process_group()
+        from mimo_fast.train.dist import close_group
+        close_group()
     return 0

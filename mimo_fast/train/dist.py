@@ -72,7 +72,24 @@ def setup(device: Optional[str] = None) -> DistInfo:
 
 def teardown(info: DistInfo) -> None:
     if info.started and dist.is_initialized():
-        dist.destroy_process_group()
+        close_group()
+
+
+def close_group(timeout_s: float = 60.0) -> None:
+    """Wait for every rank, then destroy the process group. Without the barrier a rank
+    that finishes first (rank 0 still writing files) can tear gloo down under its peer,
+    which then aborts at exit ("terminate called without an active exception": seen once
+    in CI on the 2-rank test). A peer that already failed makes the barrier raise after
+    ``timeout_s``; the group is destroyed anyway."""
+    import datetime
+    try:
+        if dist.get_backend() == "gloo":
+            dist.monitored_barrier(timeout=datetime.timedelta(seconds=timeout_s))
+        else:
+            dist.barrier()
+    except RuntimeError:
+        pass
+    dist.destroy_process_group()
 
 
 def allreduce_grads(params, world: int, extra: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
