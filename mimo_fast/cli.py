@@ -126,9 +126,10 @@ def _init_weights(args: argparse.Namespace):
     state, meta = weights.read(path)
     if meta["detector"] != args.model:
         raise ValueError(f"--init {str(path)!r} holds a {meta['detector']!r} model, not {args.model!r}")
-    if meta["constellation"].name != comm.from_name(args.mod).name:
-        raise ValueError(f"--init {str(path)!r} was trained for {meta['constellation'].name}, not "
-                         f"--mod {args.mod}")
+    # e2e files hold their learned constellation; the QAM it started from is its "init" option
+    trained_for = (meta.get("config") or {}).get("init", meta["constellation"].name)
+    if trained_for != comm.from_name(args.mod).name:
+        raise ValueError(f"--init {str(path)!r} was trained for {trained_for}, not --mod {args.mod}")
     rec = meta.get("record") or {}
     entry = {"path": str(path), "steps": rec.get("steps"), "command": rec.get("command"),
              "wall_clock_s": rec.get("wall_clock_s")}

@@ -211,6 +211,17 @@ def test_train_cli_few_steps(tmp_path):
     assert meta["detector"] == "e2e" and meta["constellation"].name == "e2e-qam16"
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert log[-1]["step"] == 2 and 0 <= log[-1]["val_ser"] <= 1
+    # --init from an e2e file (which holds its learned constellation; --mod is the QAM it started
+    # from), adding the gate: the learned points carry over
+    out2 = tmp_path / "run2"
+    rc = cli.main(["train", "e2e", "--nr", "4", "--nt", "2", "--steps", "1", "--batch", "16", "--val-every", "1",
+                   "--val-batches", "1", "--lr", "1e-12", "--out", str(out2), "--no-progress",
+                   "--init", str(out / "last.safetensors"), "--model-option", "cavity_skip=true",
+                   "--model-option", "cavity_gate=true"])
+    assert rc == 0
+    _, meta2 = files.read(out2 / "last.safetensors")
+    assert meta2["config"]["cavity_gate"] is True and meta2["record"]["init"]["steps"] == 2
+    torch.testing.assert_close(meta2["constellation"].points, meta["constellation"].points, atol=1e-6, rtol=0)
 
 
 # --- shipped weights ------------------------------------------------------------------------------
