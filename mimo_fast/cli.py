@@ -116,26 +116,27 @@ def _add_train(sub) -> None:
 
 def _init_weights(args: argparse.Namespace):
     """``--init``: ``(state_dict, constructor options, record entry)`` of the weights file to
-    start from. The file must hold the model being trained, for the same constellation."""
+    start from. The file must hold the model being trained, for the same ``--mod`` (the
+    check of ``detect.make``: e2e answers to the QAM its learned points started from)."""
     from mimo_fast import comm
     from mimo_fast.detect.learned import weights
 
     path = args.init
     if path == "shipped":
         path = weights.find_shipped(args.model, args.nr, args.nt, comm.from_name(args.mod))
-    state, meta = weights.read(path)
-    if meta["detector"] != args.model:
-        raise ValueError(f"--init {str(path)!r} holds a {meta['detector']!r} model, not {args.model!r}")
-    # e2e files hold their learned constellation; the QAM it started from is its "init" option
-    trained_for = (meta.get("config") or {}).get("init", meta["constellation"].name)
-    if trained_for != comm.from_name(args.mod).name:
-        raise ValueError(f"--init {str(path)!r} was trained for {trained_for}, not --mod {args.mod}")
-    rec = meta.get("record") or {}
+    try:
+        det = weights.load(path, expect=args.model)
+    except weights.WeightsError as e:
+        raise ValueError(f"--init: {e}") from None
+    if det.constellation_request != comm.from_name(args.mod).name:
+        raise ValueError(f"--init {str(path)!r} was trained for {det.constellation_request}, "
+                         f"not --mod {args.mod}")
+    rec = det.record
     entry = {"path": str(path), "steps": rec.get("steps"), "command": rec.get("command"),
              "wall_clock_s": rec.get("wall_clock_s")}
     if rec.get("init"):
         entry["init"] = rec["init"]          # the source's own start: the whole chain stays readable
-    return state, dict(meta.get("config") or {}), entry
+    return det.state_dict(), det.config(), entry
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

@@ -174,7 +174,7 @@ def test_init_starts_a_new_run_from_a_weights_file(tmp_path, capsys):
     qam16 = [x if x != "qam4" else "qam16" for x in base]
     for args, needle in [([*base, "--resume"], "--init starts a new run"),
                          ([*base, "--model-option", "layers=3"], "does not fit"),
-                         (["oampnet", *base[1:]], "holds a 'oampnet2' model, not 'oampnet'"),
+                         (["oampnet", *base[1:]], "holds a 'oampnet2' detector, not 'oampnet'"),
                          (qam16, "trained for qam4")]:
         assert cli.main(["train", *args, "--steps", "1", "--init", str(src), "--out", str(tmp_path / "c")]) == 2
         assert needle in capsys.readouterr().err

@@ -74,7 +74,7 @@ def make(name: str, constellation, *, nr: Optional[int] = None, nt: Optional[int
         path = weights if weights is not None else files.find_shipped(key, nr, nt, c)
         det = files.load(path, expect=key, **options)
         # e2e answers to the QAM its learned constellation started from (--mod qam16)
-        have = getattr(det, "constellation_request", det.constellation.name)
+        have = det.constellation_request
         if have != c.name:
             raise files.WeightsError(f"weights: {str(path)!r} is for {have}, not {c.name}")
         return det

@@ -32,6 +32,7 @@ import math
 from typing import Optional, Sequence
 
 import numpy as np
+import torch
 
 from mimo_fast.comm.channel import exp_correlation, noise_var_from_snr
 from mimo_fast.comm.constellation import as_constellation
@@ -46,7 +47,6 @@ def _gauss(upper: float):
 
 def _square_qam_order(c) -> int:
     """M of a square QAM (equal, evenly spaced real and imaginary levels, M = L^2); else an error."""
-    import torch
     M = c.order
     levels = c.real_levels.double() if c.separable else None
     gaps = levels.diff() if levels is not None else None
@@ -76,7 +76,6 @@ def mfb_ser(snr_db, nr: int, nt: int, constellation, rho_rx: Optional[float] = N
         if isinstance(rho_rx, (tuple, list)) or not (0 <= float(rho_rx) < 1):
             raise ValueError(f"mfb_ser: rho_rx must be one number in [0, 1) (a range has no single bound), "
                              f"got {rho_rx!r}")
-        import torch
         R = exp_correlation(nr, torch.tensor([float(rho_rx)], dtype=torch.float64))[0]
         lam = np.clip(np.linalg.eigvalsh(R.numpy()), 0.0, None)
     es = float(c.energy)

@@ -47,6 +47,12 @@ class LearnedDetector(Detector):
     def _detect_masked(self, y: Tensor, H: Tensor, noise_var: Tensor, mask: Tensor):
         raise NotImplementedError
 
+    @property
+    def constellation_request(self) -> str:
+        """The ``--mod`` this model answers to (``detect.make``, ``train --init``): its
+        constellation's name, except for models that learn their own (e2e)."""
+        return self.constellation.name
+
     def init_optional(self) -> tuple:
         """Names of parameters that start as the identity, so a weights file that lacks them
         still seeds this model exactly (``mimo-fast train --init``). None by default."""
