@@ -152,6 +152,35 @@ def test_checkpoint_errors(tmp_path, capsys):
         assert needle in capsys.readouterr().err
 
 
+def test_resume_accepts_a_checkpoint_from_before_an_option_existed(tmp_path):
+    """A checkpoint whose saved options lack one added later (gepnet's cavity_skip and
+    cavity_gate came after the first gepnet runs) was trained at that option's default: it
+    resumes; a run that sets the new option away from its default is still refused."""
+    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+    args = ["gepnet", "--nr", "2", "--nt", "2", "--mod", "qam4", "--snr-min", "5", "--snr-max", "10",
+            "--batch", "8", "--val-every", "2", "--val-batches", "1", "--no-progress", "--seed", "1",
+            "--model-option", "iterations=2", "--model-option", "message_hidden=[8,4]",
+            "--model-option", "gru_size=8", "--model-option", "readout_hidden=[8,4]"]
+    out = tmp_path / "run"
+    assert cli.main(["train", *args, "--steps", "2", "--out", str(out)]) == 0
+    path = out / "last.safetensors"
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata())
+    cfg = json.loads(meta["mimo_fast.config"])
+    assert cfg["cavity_skip"] is False and cfg["cavity_gate"] is False
+    del cfg["cavity_skip"], cfg["cavity_gate"]                 # as an older file wrote it
+    meta["mimo_fast.config"] = json.dumps(cfg, sort_keys=True)
+    save_file(load_file(str(path)), str(path), metadata=meta)
+    assert cli.main(["train", *args, "--steps", "4", "--out", str(out), "--resume"]) == 0
+    assert torch.load(out / "last.state.pt", weights_only=True)["step"] == 4
+    model = REGISTRY["gepnet"](comm.qam(4), nr=2, nt=2, iterations=2, message_hidden=(8, 4), gru_size=8,
+                               readout_hidden=(8, 4), cavity_skip=True)
+    save_file(load_file(str(path)), str(path), metadata=meta)   # the old-style file again
+    with pytest.raises(CheckpointError, match="options"):
+        checkpoint.load(out, model)
+
+
 def test_init_starts_a_new_run_from_a_weights_file(tmp_path, capsys):
     """--init: the new run starts at the file's parameters (its options kept), records where
     they came from, and refuses another model, another constellation, bad shapes and --resume."""

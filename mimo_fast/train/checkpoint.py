@@ -87,7 +87,7 @@ def load(out_dir, model) -> dict:
         raise CheckpointError(f"--resume: {str(w_path)!r} holds a {meta['detector']!r} model, this run "
                               f"trains {model.name!r}")
     cfg = model.config()
-    if meta.get("config") != _jsonish(cfg) or meta.get("nr") != model.nr or meta.get("nt") != model.nt:
+    if _with_defaults(model, meta.get("config")) != _jsonish(cfg) or meta.get("nr") != model.nr or meta.get("nt") != model.nt:
         raise CheckpointError(
             f"--resume: {str(w_path)!r} was trained with nr={meta.get('nr')}, nt={meta.get('nt')}, options "
             f"{meta.get('config')}; this run builds nr={model.nr}, nt={model.nt}, options {_jsonish(cfg)}")
@@ -99,6 +99,22 @@ def load(out_dir, model) -> dict:
     # load_state_dict copies into the existing parameters, onto their device
     weights.load_state(model, params, str(w_path))
     return state
+
+
+def _with_defaults(model, saved):
+    """The saved options, with any the file lacks filled in at the constructor's default:
+    a checkpoint written before an option existed (e.g. gepnet's ``cavity_skip``) was trained
+    at that default, so it still resumes."""
+    if not isinstance(saved, dict):
+        return saved
+    import inspect
+    params = inspect.signature(type(model).__init__).parameters
+    full = dict(saved)
+    for k in model.config():
+        p = params.get(k)
+        if k not in full and p is not None and p.default is not inspect.Parameter.empty:
+            full[k] = p.default
+    return _jsonish(full)
 
 
 def _jsonish(obj):
