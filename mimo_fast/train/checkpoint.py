@@ -108,12 +108,17 @@ def _with_defaults(model, saved):
     if not isinstance(saved, dict):
         return saved
     import inspect
-    params = inspect.signature(type(model).__init__).parameters
+    defaults = {}   # the nearest class's default wins (subclasses pass options on with **kw)
+    for cls in reversed(type(model).__mro__):
+        init = cls.__dict__.get("__init__")
+        if init is not None:
+            for k, p in inspect.signature(init).parameters.items():
+                if p.default is not inspect.Parameter.empty:
+                    defaults[k] = p.default
     full = dict(saved)
     for k in model.config():
-        p = params.get(k)
-        if k not in full and p is not None and p.default is not inspect.Parameter.empty:
-            full[k] = p.default
+        if k not in full and k in defaults:
+            full[k] = defaults[k]
     return _jsonish(full)
 
 
