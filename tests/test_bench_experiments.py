@@ -1,0 +1,58 @@
+"""The experiment scripts in bench/ behind the issue-6/8 notes still run (tiny settings),
+and their fixed ingredients are what the notes say."""
+import importlib.util
+import json
+import pathlib
+
+import numpy as np
+import pytest
+import torch
+
+BENCH = pathlib.Path(__file__).resolve().parents[1] / "bench"
+
+
+def script(name):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_headroom_hexagon_and_free_points(tmp_path):
+    m = script("e2e_constellation_headroom")
+    hexa = m.best_hex16()
+    assert hexa.shape == (16,) and abs(np.mean(np.abs(hexa) ** 2) - 1) < 1e-12 and abs(hexa.mean()) < 1e-12
+    assert m.figure_of_merit(hexa) == pytest.approx(16 / 35, abs=1e-9)   # 0.4571 > 16-QAM's 0.4
+    from mimo_fast import comm
+    assert m.figure_of_merit(comm.qam(16).points.numpy()) == pytest.approx(0.4)
+    # zero steps: the free points are 16-QAM itself; a few steps move them, same seed same points
+    q = comm.qam(16).points
+    assert torch.allclose(m.train_free_points(8, 2, 13, 16, 0, 8, 3e-3, 0), q, atol=1e-12)
+    a = m.train_free_points(4, 1, 5, 8, 3, 16, 3e-2, 1)
+    assert torch.equal(a, m.train_free_points(4, 1, 5, 8, 3, 16, 3e-2, 1))
+    assert not torch.allclose(a, q, atol=1e-4)
+    out = tmp_path / "hr"
+    m.main(["--nr", "4", "--nt", "1", "--snr", "4", "8", "--min-errors", "20", "--max-symbols", "4000",
+            "--batch", "2000", "--free-steps", "2", "--out", str(out)])
+    res = json.loads(out.with_suffix(".json").read_text())
+    assert set(res["results"]) == {"qam16", "hex16", "free16"} and len(res["results"]["hex16"]) == 2
+
+
+def test_pullback_runs_and_logs(tmp_path):
+    log = tmp_path / "pb.jsonl"
+    script("e2e_points_pullback").main(["--steps", "2", "--every", "1", "--batch", "4", "--log", str(log)])
+    rows = [json.loads(s) for s in log.read_text().splitlines()]
+    assert rows[0]["args"]["tx_lr"] == 1e-2 and [r["step"] for r in rows[1:]] == [1, 2]
+    assert all(0 < r["dmin2"] <= 0.5 and np.isfinite(r["loss"]) for r in rows[1:])
+
+
+def test_hard_examples_runs_and_refuses_bad_options(tmp_path):
+    m = script("gepnet_hard_examples")
+    m.main(["--init", "shipped", "--out", str(tmp_path / "hx"), "--steps", "1", "--val-every", "1",
+            "--candidates", "256", "--batch", "16", "--weighting", "importance", "--freeze-gate"])
+    rows = [json.loads(s) for s in (tmp_path / "hx.jsonl").read_text().splitlines()]
+    assert rows[0]["ep_val_ser"] > rows[0]["init_val_ser"] > 0     # the shipped file beats EP here
+    assert rows[1]["step"] == 1 and rows[1]["hard"] <= 8
+    for bad in (["--hard-fraction", "0"], ["--steps", "0"]):
+        with pytest.raises(SystemExit):
+            m.parse(["--init", "shipped", "--out", "x", *bad])
