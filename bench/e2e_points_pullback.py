@@ -1,6 +1,7 @@
 """Do the learned points leave 16-QAM when GNN-tx gets a larger step? (8x2 e2e, issue 8)
 
-Fine-tunes the shipped ``e2e_8x2_qam16`` on its own loss (eq. 12) with two Adam groups:
+Fine-tunes an 8x2 e2e file (default: the session-3 ``tx_residual`` model, shipped until session
+5 and kept in bench/results) on its own loss (eq. 12) with two Adam groups:
 GNN-tx at ``--tx-lr`` and the receiver at ``--rx-lr``. Every ``--every`` steps it prints
 how far the points are from 16-QAM (largest move) and their d_min^2 (16-QAM: 0.4). Compare
 ``bench/e2e_constellation_headroom.py``: there, free points trained on the same loss with an
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pathlib
 import time
 
 import torch
@@ -23,6 +25,8 @@ from mimo_fast.train.data import BatchGenerator, DataConfig
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--init", default=str(pathlib.Path(__file__).resolve().parent / "results"
+                                         / "e2e_8x2_qam16_txres_session3.safetensors"))
     p.add_argument("--tx-lr", type=float, default=1e-2)
     p.add_argument("--rx-lr", type=float, default=1e-4)
     p.add_argument("--snr", type=float, nargs=2, default=[13.0, 16.0])
@@ -34,7 +38,7 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     torch.manual_seed(a.seed)
     qam = comm.qam(16)
-    model = weights.load(weights.find_shipped("e2e", 8, 2, qam), expect="e2e")
+    model = weights.load(a.init, expect="e2e")
     model.train()
     tx = list(model.tx.parameters())
     tx_ids = {id(q) for q in tx}
