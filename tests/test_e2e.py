@@ -225,10 +225,12 @@ def test_train_cli_few_steps(tmp_path):
 
 
 # --- shipped weights ------------------------------------------------------------------------------
-# (nt, snr_db, vectors, e2e's SER at most this multiple of EP's on 16-QAM, same draws). The CPU-trained
-# models are about as good as EP (bench/results/simulate_e2e_*.json), not better: this checks
-# that they load and detect on their learned points, not the paper's gain.
-SHIPPED = [(2, 10.0, 3000, 1.25), (8, 22.0, 1000, 1.25)]
+# (nt, snr_db, vectors, e2e's SER at most this multiple of EP's on 16-QAM, same draws). The 8x8
+# model is about as good as EP (bench/results/simulate_e2e_8x8_qam16*.json); the 8x2 one (session 5,
+# tx_residual=false) beats it (measured 0.85 here; 10-14% below 16-QAM ML at 10-14 dB in
+# simulate_e2e_8x2_notxres_lr3e-4_step28208.json). This checks that they load and detect on their
+# learned points; the paper's gains are measured in bench/results.
+SHIPPED = [(2, 10.0, 3000, 1.0), (8, 22.0, 1000, 1.25)]
 
 
 @pytest.mark.parametrize("nt,snr,B,ratio", SHIPPED, ids=["8x2", "8x8"])

@@ -87,7 +87,8 @@ def load(out_dir, model) -> dict:
         raise CheckpointError(f"--resume: {str(w_path)!r} holds a {meta['detector']!r} model, this run "
                               f"trains {model.name!r}")
     cfg = model.config()
-    if _with_defaults(model, meta.get("config")) != _jsonish(cfg) or meta.get("nr") != model.nr or meta.get("nt") != model.nt:
+    saved = _with_defaults(model, meta.get("config"))
+    if saved != _jsonish(cfg) or meta.get("nr") != model.nr or meta.get("nt") != model.nt:
         raise CheckpointError(
             f"--resume: {str(w_path)!r} was trained with nr={meta.get('nr')}, nt={meta.get('nt')}, options "
             f"{meta.get('config')}; this run builds nr={model.nr}, nt={model.nt}, options {_jsonish(cfg)}")
