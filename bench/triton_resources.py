@@ -30,7 +30,9 @@ from mimo_fast.ops.triton import ep_lmmse as ep_glue
 from mimo_fast.ops.triton import mpnn_message_sum as mpnn_glue
 
 CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
-MPNN = {"S1": (16, 128, 64, 2), "S2": (64, 16, 8, 2), "S3": (256, 64, 32, 2)}      # N, H1, H2, E
+# N, H1, H2, E, Fo, out_act == "relu" (Fo as in bench/bench_gpu.py; "none" never reads W3 in the kernels)
+MPNN = {"S1": (16, 128, 64, 2, 16, False), "S1-relu": (16, 128, 64, 2, 16, True),
+        "S2": (64, 16, 8, 2, 8, False), "S3": (256, 64, 32, 2, 16, False)}
 EP = {"K16": 16, "K64": 64}
 AMP = {"64x64": (64, 64), "1024x1024": (1024, 1024)}
 
@@ -45,7 +47,7 @@ def signature(fn, dtype: str, constexprs: dict) -> dict:
             sig[p] = "*i8"
         elif p == "info_out":
             sig[p] = "*i32"
-        elif p.startswith("s_") or p in ("M", "N", "K", "H1", "H2", "E", "TILES", "NT"):
+        elif p.startswith("s_") or p in ("M", "N", "K", "H1", "H2", "E", "Fo", "TILES", "NT"):
             sig[p] = "i32"
         else:
             sig[p] = f"*{dtype}"
@@ -70,11 +72,11 @@ def rows(arch: int, dtypes) -> list:
     out = []
     for dt in dtypes:
         isz = 4 if dt == "fp32" else 8
-        for name, (N, H1, H2, E) in MPNN.items():
+        for name, (N, H1, H2, E, Fo, relu) in MPNN.items():
             for bwd, fn in ((False, mpnn_k.mpnn_fwd_kernel), (True, mpnn_k.mpnn_bwd_kernel)):
-                bl = mpnn_glue.blocks(N, H1, H2, E, isz, backward=bwd)
+                bl = mpnn_glue.blocks(N, H1, H2, E, isz, backward=bwd, Fo=Fo if relu else 0)
                 nw, ns = bl.pop("num_warps"), bl.pop("num_stages")
-                c = dict(HAS_EDGE=True, HAS_MASK=True, **bl)
+                c = dict(HAS_EDGE=True, HAS_MASK=True, RELU_OUT=relu, **bl)
                 out.append((f"mpnn {name} {'bwd' if bwd else 'fwd'}", dt, resources(fn, dt, c, arch, nw, ns)))
         for name, K in EP.items():
             for bwd, fn in ((False, ep_k.ep_lmmse_fwd_kernel), (True, ep_k.ep_lmmse_bwd_kernel)):

@@ -42,7 +42,22 @@ def _model_option(text: str):
         return key.replace("-", "_"), value
 
 
+def _snr_range(text: str):
+    """``K:LOW:HIGH`` -> (K, LOW, HIGH)."""
+    parts = text.split(":")
+    try:
+        if len(parts) != 3:
+            raise ValueError
+        return int(parts[0]), float(parts[1]), float(parts[2])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected USERS:LOW:HIGH (e.g. 8:10:30.5), got {text!r}") from None
+
+
+_TRAIN_PARSER: Optional[argparse.ArgumentParser] = None
+
+
 def _add_train(sub) -> None:
+    global _TRAIN_PARSER
     from mimo_fast.detect import REGISTRY
     from mimo_fast.detect.learned import LearnedDetector
     from mimo_fast.simulate import _rho
@@ -51,7 +66,12 @@ def _add_train(sub) -> None:
     models += ["model-gnn", "vanilla-gnn"]   # precoders: mimo_fast.precode.train
     p = sub.add_parser("train", help="train a learned detector (checkpoints, --resume, torchrun)",
                        description=TRAIN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _TRAIN_PARSER = p
     p.add_argument("model", choices=models, metavar="MODEL", help="one of: " + " ".join(models))
+    from mimo_fast.train.presets import PRESETS
+    p.add_argument("--preset", default=None, metavar="NAME",
+                   help="a published training recipe as defaults (explicit options win): "
+                        + ", ".join(sorted(PRESETS)) + "; 'published' = the model's own (docs/training.md)")
     p.add_argument("--nr", type=int, default=8, help="receive antennas (default 8)")
     p.add_argument("--nt", type=int, default=8, help="users: the model's maximum (default 8)")
     p.add_argument("--nt-min", type=int, default=None,
@@ -62,8 +82,14 @@ def _add_train(sub) -> None:
     p.add_argument("--channel", choices=("rayleigh", "kronecker"), default="rayleigh")
     p.add_argument("--rho-rx", type=_rho, default=None, help="kronecker receive correlation R or LOW,HIGH")
     p.add_argument("--rho-tx", type=_rho, default=None, help="kronecker transmit correlation R or LOW,HIGH")
-    p.add_argument("--nt-dist", choices=("uniform", "triangular"), default="uniform",
-                   help="law of the user count in [--nt-min, --nt]: uniform, or triangular with mode --nt")
+    p.add_argument("--nt-dist", choices=("uniform", "triangular", "proportional"), default="uniform",
+                   help="law of the user count in [--nt-min, --nt]: uniform, triangular with mode --nt, "
+                        "or proportional (P(k) ∝ k)")
+    p.add_argument("--snr-range", type=_snr_range, action="append", default=None, metavar="USERS:LOW:HIGH",
+                   help="SNR range in dB for samples with USERS users (repeat for each user count; "
+                        "replaces --snr-min/--snr-max)")
+    p.add_argument("--train-set", type=int, default=None, metavar="N",
+                   help="train on a fixed set of N samples, reshuffled each epoch (default: fresh data)")
     p.add_argument("--nt-step", type=int, default=1, help="user counts --nt-min, --nt-min + N, ... (default 1)")
     p.add_argument("--snr-per-user", type=float, default=0.0,
                    help="dB added to the SNR range per user: + N (k - --nt) for k users (default 0)")
@@ -78,6 +104,9 @@ def _add_train(sub) -> None:
     p.add_argument("--min-lr", type=float, default=0.0, help="plateau: lowest lr (default 0)")
     p.add_argument("--plateau-metric", choices=("loss", "ser"), default="loss",
                    help="validation metric for the plateau scheduler and best.safetensors")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (default 0)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                   help="parameters and data (default float32)")
     p.add_argument("--clip-grad", type=float, default=None, metavar="NORM",
                    help="clip the global gradient norm to NORM before each step (default: no clipping)")
     p.add_argument("--val-every", type=int, default=100, help="validate and checkpoint every N steps")
@@ -86,6 +115,8 @@ def _add_train(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, metavar="DIR", help="run folder (checkpoints, log, weights)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--keep-every", type=int, default=None, metavar="N",
+                   help="also keep the model every N steps as DIR/snapshots/step_*.safetensors (learning curves)")
     p.add_argument("--init", default=None, metavar="PATH|shipped",
                    help="start a new run from the parameters of a weights file of the same model "
                         "(fine-tuning; its constructor options are kept, --model-option overrides "
@@ -139,9 +170,22 @@ def _init_weights(args: argparse.Namespace):
     return det.state_dict(), det.config(), entry
 
 
+def _snr_table(ranges) -> Optional[dict]:
+    if not ranges:
+        return None
+    # a later range for the same user count wins (an explicit --snr-range over a preset's)
+    return {k: (lo, hi) for k, lo, hi in ranges}
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     import shlex
 
+    from mimo_fast.outputs import OutputPathError, check_dir
+    try:   # --out checked (and created) before any work: not a file, writable
+        check_dir(args.out, "--out")
+    except OutputPathError as e:
+        print(f"mimo-fast train: error: {e}", file=sys.stderr)
+        return 2
     if args.model in ("model-gnn", "vanilla-gnn"):
         given = [f for f, v in (("--init", args.init), ("--clip-grad", args.clip_grad)) if v is not None]
         if given:
@@ -166,12 +210,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
                                    snr_min=args.snr_min, snr_max=args.snr_max, channel=args.channel,
                                    rho_rx=args.rho_rx, rho_tx=args.rho_tx, nt_dist=args.nt_dist,
                                    nt_step=args.nt_step, snr_per_user=args.snr_per_user, rho_dist=args.rho_dist,
-                                   val_nt=tuple(args.val_nt) if args.val_nt else None)
+                                   val_nt=tuple(args.val_nt) if args.val_nt else None,
+                                   snr_ranges=_snr_table(args.snr_range), train_set=args.train_set)
         data_cfg.validate()
         cfg = loop.TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, val_every=args.val_every,
                                val_batches=args.val_batches, patience=args.patience, lr_factor=args.lr_factor,
                                min_lr=args.min_lr, plateau_metric=args.plateau_metric, seed=args.seed,
-                               clip_grad=args.clip_grad)
+                               clip_grad=args.clip_grad, weight_decay=args.weight_decay, dtype=args.dtype)
         cfg.validate()
         if args.init is not None and args.resume:
             return fail("--init starts a new run from a weights file; --resume continues the run in "
@@ -197,13 +242,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
             # parameters a new option adds as the identity (gepnet cavity_gate) may be absent
             weights.load_state(model, init_state, f"--init {args.init!r}",
                                optional=model.init_optional())
-        trainer = loop.Trainer(model, data_cfg, cfg, info, out=args.out,
-                               record=record, progress=not args.no_progress)
+        trainer = loop.Trainer(model, data_cfg, cfg, info, out=args.out, record=record,
+                               progress=not args.no_progress, keep_every=args.keep_every)
         if args.resume:
             trainer.resume()
         if info.is_main:
+            snr = (", ".join(f"{k}: {lo:g}-{hi:g}" for k, (lo, hi) in sorted(data_cfg.snr_table().items()))
+                   if data_cfg.snr_ranges else f"{args.snr_min:g}-{args.snr_max:g}")
             print(f"train {model.name}: {args.nr}x{args.nt} {data_cfg.mod} {data_cfg.channel}, SNR "
-                  f"{args.snr_min:g}-{args.snr_max:g} dB, step {trainer.step}/{cfg.steps}, batch {cfg.batch}"
+                  f"{snr} dB, step {trainer.step}/{cfg.steps}, batch {cfg.batch}"
                   f" x {info.world} rank(s) on {info.device}, {sum(p.numel() for p in trainer.params)} "
                   f"parameters -> {args.out}", file=sys.stderr)
         val = trainer.train()
@@ -241,6 +288,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "train" and args.preset is not None:
+        # the preset's values become the train options' defaults; what was given explicitly wins
+        from mimo_fast.train.presets import find
+        try:
+            preset = find(args.preset, args.model)
+        except ValueError as e:
+            parser.error(str(e))
+        _TRAIN_PARSER.set_defaults(**preset.defaults())
+        args = parser.parse_args(argv)
     args._argv = list(argv) if argv is not None else sys.argv[1:]   # recorded by train
     return int(args.func(args) or 0)
 

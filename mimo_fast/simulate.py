@@ -22,6 +22,15 @@ alone on its channel, a floor no detector passes) at each SNR: a line under the 
 e2e weights file) makes every detector of the run use that learned constellation, to
 transmit and to detect (e.g. ML on the learned points, to separate the constellation's
 gain from the receiver's); the JSON config then records it under ``"constellation"``.
+
+Output paths are checked before any work (docs/errors.md): missing parent folders are
+created; a folder, or a ``--plot`` suffix other than .png/.pdf/.svg, is refused at once.
+Files are replaced atomically (a temporary file, then a rename). With ``--json`` the
+results so far are written after every SNR point (with ``"complete": false`` and
+``"points_done"``, the finished point indices, until the last),
+so an interrupted run keeps what it finished; ``--resume`` reads such a file back and runs
+only the missing points (the same options are required: every point draws from its own
+seeded generator, so the resumed run gives the numbers an uninterrupted one would).
 """
 from __future__ import annotations
 
@@ -65,8 +74,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--constellation-from", default=None, metavar="e2e|PATH",
                    help="every detector transmits and detects with the learned constellation of the "
                         "shipped e2e weights (e2e) or of an e2e weights file (PATH)")
-    p.add_argument("--json", default=None, metavar="PATH", help="write config and results as JSON")
-    p.add_argument("--plot", default=None, metavar="PATH", help="write SER vs SNR as a PNG")
+    p.add_argument("--json", default=None, metavar="PATH",
+                   help="write config and results as JSON (updated after every SNR point)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run whose partial results are in --json (same options): "
+                        "run only the SNR points it lacks")
+    p.add_argument("--plot", default=None, metavar="PATH", help="write SER vs SNR as a PNG (or .pdf, .svg)")
     p.add_argument("--mfb", action="store_true",
                    help="add the matched-filter bound (no detector can do better; mimo_fast.eval.bounds) "
                         "to the table, the JSON ('bounds') and the plot (square QAM; i.i.d. Rayleigh or "
@@ -102,14 +115,82 @@ def _learned_constellation(source: str, args: argparse.Namespace, qam):
     return meta["constellation"]
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """--json / --plot checked (and their folders created) before any work."""
+    from mimo_fast import outputs
+    if args.resume and not args.json:
+        raise ValueError("--resume continues the run recorded in --json PATH: give --json")
+    if args.json:
+        outputs.check_file(args.json, "--json")
+    if args.plot:
+        outputs.check_file(args.plot, "--plot", outputs.PLOT_SUFFIXES)
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise ValueError("--plot needs matplotlib: pip install 'mimo-fast[sim]'") from None
+    if args.json and args.plot and os.path.abspath(args.json) == os.path.abspath(args.plot):
+        raise ValueError("--json and --plot name the same file")
+
+
+def _jsonish(obj):
+    return json.loads(json.dumps(obj))
+
+
+def _previous(path: str, config: dict, detectors: list, resume: bool, quiet: bool = False) -> dict:
+    """``{point index: [rows]}`` of the finished points in ``path`` (``--resume``), after
+    checking the file records this run; ``{}`` when there is nothing to resume."""
+    if not os.path.exists(path):
+        if resume and not quiet:
+            print(f"mimo-fast simulate: note: --resume: {path!r} does not exist yet; starting the run",
+                  file=sys.stderr)
+        return {}
+    if not resume:
+        if not quiet:
+            print(f"mimo-fast simulate: note: --json {path!r} exists and will be replaced (atomically, "
+                  "from the first finished SNR point; --resume continues a run it records)", file=sys.stderr)
+        return {}
+    try:
+        with open(path) as f:
+            prev = json.load(f)
+        old_config, rows, points = prev["config"], prev["results"], prev.get("points_done")
+        if points is None:       # a complete run's file (only partial files list their points)
+            points = list(range(len(old_config["snr_db"])))
+        points = [int(i) for i in points]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"--resume: {path!r} is not a mimo-fast simulate result file "
+                         f"({type(e).__name__}: {e})") from None
+    now = _jsonish(config)
+    diff = [k for k in sorted(set(now) | set(old_config)) if now.get(k) != old_config.get(k)]
+    if diff:
+        shown = "; ".join(f"{k}: file {old_config.get(k)!r}, now {now.get(k)!r}" for k in diff)
+        raise ValueError(f"--resume: {path!r} records a different run ({shown}); resume with the same "
+                         "options, or write to another --json")
+    done = {i: [] for i in points}
+    for name in detectors:
+        mine = [r for r in rows if isinstance(r, dict) and r.get("detector") == name]
+        if len(mine) != len(points):
+            raise ValueError(f"--resume: {path!r} has {len(mine)} result(s) for {name} but records "
+                             f"{len(points)} finished point(s); it is not a file this command wrote")
+        for i, r in zip(sorted(points), mine):
+            done[i].append(r)
+    return done
+
+
 def run(args: argparse.Namespace) -> int:
-    from mimo_fast import comm, detect
+    from mimo_fast import comm, detect, outputs
     from mimo_fast.eval import SimConfig, format_table, plot, simulate
+    from mimo_fast.eval.montecarlo import check_snr
 
     def fail(msg: str) -> int:
         print(f"mimo-fast simulate: error: {msg}", file=sys.stderr)
         return 2
 
+    try:
+        # everything that can be refused is refused here, before any Monte-Carlo work
+        args.snr = check_snr(args.snr, "--snr")
+        _check_outputs(args)
+    except ValueError as e:
+        return fail(str(e))
     try:
         constellation = qam = comm.from_name(args.mod)
     except ValueError as e:
@@ -151,7 +232,35 @@ def run(args: argparse.Namespace) -> int:
         import torch.distributed as dist
         rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-        results = simulate(dets, constellation, cfg, args.snr, progress=not args.no_progress)
+        config = dict(cfg.to_dict(), snr_db=list(args.snr), detectors=list(dets), world_size=world)
+        if args.weights:
+            config["weights"] = str(args.weights)
+        if args.constellation_from is not None:
+            config["constellation"] = {"from": args.constellation_from, "name": constellation.name,
+                                       "points": [[float(p.real), float(p.imag)] for p in constellation.points]}
+        done = _previous(args.json, config, list(dets), args.resume, quiet=rank != 0) if args.json else {}
+        if done and rank == 0:
+            print(f"mimo-fast simulate: resuming {args.json!r}: {len(done)} of {len(args.snr)} SNR point(s) "
+                  "already done", file=sys.stderr)
+
+        def document(results: list, points: list) -> dict:
+            # a partial file says so ("complete": false) and lists its finished points; the
+            # final file keeps the schema of the module doc
+            partial = {"complete": False, "points_done": points} if len(points) < len(args.snr) else {}
+            return {"config": config, "results": results, **partial, **({"bounds": bounds} if bounds else {})}
+
+        def save_partial(results: list, points: list) -> None:
+            if rank == 0 and args.json:
+                outputs.write_json(args.json, document(results, points))
+
+        try:
+            results = simulate(dets, constellation, cfg, args.snr, progress=not args.no_progress,
+                               done=done, on_point=save_partial)
+        except KeyboardInterrupt:
+            if args.json and rank == 0:
+                print(f"mimo-fast simulate: interrupted; the finished SNR points are in {args.json!r}: "
+                      "the same command with --resume continues", file=sys.stderr)
+            return 130
     except ValueError as e:
         return fail(str(e))
     if rank == 0:
@@ -160,14 +269,8 @@ def run(args: argparse.Namespace) -> int:
         print(format_table(results))
         if bounds:
             print("matched-filter bound: " + ", ".join(f"{b['snr_db']:g} dB {b['ser']:.4e}" for b in bounds["mfb"]))
-        config = dict(cfg.to_dict(), snr_db=list(args.snr), detectors=list(dets), world_size=world)
-        if args.constellation_from is not None:
-            config["constellation"] = {"from": args.constellation_from, "name": constellation.name,
-                                       "points": [[float(p.real), float(p.imag)] for p in constellation.points]}
         if args.json:
-            with open(args.json, "w") as f:
-                json.dump({"config": config, "results": results, **({"bounds": bounds} if bounds else {})},
-                          f, indent=2)
+            outputs.write_json(args.json, document(results, list(range(len(args.snr)))))
         if args.plot:
             plot(results, args.plot, f"{cfg.nr}x{cfg.nt} {constellation.name} {cfg.channel}", bounds=bounds)
     if started:

@@ -34,8 +34,8 @@ def assert_close(got, want, backend: str, dtype, what: str):
 
 
 def check_values(fn, oracle, sample: Sample, backend: str):
-    got = _as_tuple(fn(*sample.args, backend=backend))
-    want = _as_tuple(oracle(*upcast(sample.args)))
+    got = _as_tuple(fn(*sample.args, **sample.kwargs, backend=backend))
+    want = _as_tuple(oracle(*upcast(sample.args), **sample.kwargs))
     assert len(got) == len(want)
     dtype = sample.args[0].dtype
     for i, (g, w) in enumerate(zip(got, want)):
@@ -52,7 +52,7 @@ def check_grads(fn, oracle, sample: Sample, backend: str, seed: int = 0):
     ref_args = upcast(sample.args)
     for i in idx:
         ref_args[i].requires_grad_()
-    got, want = _as_tuple(fn(*args, backend=backend)), _as_tuple(oracle(*ref_args))
+    got, want = _as_tuple(fn(*args, **sample.kwargs, backend=backend)), _as_tuple(oracle(*ref_args, **sample.kwargs))
     g = torch.Generator().manual_seed(seed)
     proj = [torch.randn(w.shape, generator=g, dtype=w.dtype).to(w.device) for w in want]
     loss = sum((o * p.to(o.dtype)).real.sum() if o.is_complex() else (o * p.to(o.dtype)).sum()
@@ -84,7 +84,7 @@ def check_gradcheck(fn, sample: Sample, backend: str):
         full = list(args)
         for i, x in zip(idx, xs):
             full[i] = x
-        return fn(*full, backend=backend)
+        return fn(*full, **sample.kwargs, backend=backend)
 
     assert torch.autograd.gradcheck(f, [args[i] for i in idx], eps=1e-6, atol=1e-5, rtol=1e-4,
                                     fast_mode=interpreted(backend, sample))
@@ -97,7 +97,7 @@ def check_compile(fn, sample: Sample, backend: str):
     idx = floating(sample.args)
 
     def loss(*xs):
-        outs = _as_tuple(fn(*xs, backend=backend))
+        outs = _as_tuple(fn(*xs, **sample.kwargs, backend=backend))
         return sum((o.abs() if o.is_complex() else o).square().sum() for o in outs)
 
     compiled = torch.compile(loss, fullgraph=True)

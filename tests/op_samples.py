@@ -59,7 +59,7 @@ def opcheck_samples(samples: list) -> list:
 
 
 # ----------------------------------------------------------------- mpnn_message_sum
-def mpnn_sample(name, B, N, F, E, H1, H2, Fo, dtype, seed=0, mask=None, noncontig=False):
+def mpnn_sample(name, B, N, F, E, H1, H2, Fo, dtype, seed=0, mask=None, noncontig=False, out_act="none"):
     g = _gen(seed)
 
     def r(*shape, scale=1.0):
@@ -72,7 +72,8 @@ def mpnn_sample(name, B, N, F, E, H1, H2, Fo, dtype, seed=0, mask=None, nonconti
     tensors = [node, edge, w1, b1, w2, b2, w3, b3]
     if noncontig:
         tensors = [_noncontig(t) for t in tensors]
-    return Sample(f"{name}-{str(dtype)[6:]}", (*tensors, mask))
+    prefix = "" if out_act == "none" else f"{out_act}-"
+    return Sample(f"{prefix}{name}-{str(dtype)[6:]}", (*tensors, mask), {"out_act": out_act})
 
 
 def mpnn_samples(dtype):
@@ -80,23 +81,28 @@ def mpnn_samples(dtype):
 
 
 def _mpnn_samples(dtype):
+    """Each sample twice: the message MLP's last layer linear ("none") and with ReLU."""
+    return [s for act in ("none", "relu") for s in _mpnn_samples_act(dtype, act)]
+
+
+def _mpnn_samples_act(dtype, out_act):
     fully_masked = torch.tensor([[True, False, True, True, False],
                                  [False, False, False, False, False],
                                  [True, True, True, True, True]])
     return [
-        mpnn_sample("basic", 2, 4, 3, 2, 5, 6, 7, dtype),
-        mpnn_sample("masked", 3, 5, 2, 3, 8, 4, 3, dtype, seed=1, mask=fully_masked),
-        mpnn_sample("B1", 1, 3, 2, 1, 4, 4, 2, dtype, seed=2),
-        mpnn_sample("N1", 2, 1, 3, 2, 4, 3, 2, dtype, seed=3),
-        mpnn_sample("E0", 2, 3, 2, 0, 4, 3, 2, dtype, seed=4),
-        mpnn_sample("noncontig", 2, 4, 3, 2, 5, 6, 7, dtype, seed=5, noncontig=True),
+        mpnn_sample("basic", 2, 4, 3, 2, 5, 6, 7, dtype, out_act=out_act),
+        mpnn_sample("masked", 3, 5, 2, 3, 8, 4, 3, dtype, seed=1, mask=fully_masked, out_act=out_act),
+        mpnn_sample("B1", 1, 3, 2, 1, 4, 4, 2, dtype, seed=2, out_act=out_act),
+        mpnn_sample("N1", 2, 1, 3, 2, 4, 3, 2, dtype, seed=3, out_act=out_act),
+        mpnn_sample("E0", 2, 3, 2, 0, 4, 3, 2, dtype, seed=4, out_act=out_act),
+        mpnn_sample("noncontig", 2, 4, 3, 2, 5, 6, 7, dtype, seed=5, noncontig=True, out_act=out_act),
         mpnn_sample("wide", 1, 9, 4, 2, 17, 9, 5, dtype, seed=6,
-                    mask=torch.tensor([[True] * 7 + [False, True]])),
+                    mask=torch.tensor([[True] * 7 + [False, True]]), out_act=out_act),
     ]
 
 
-def mpnn_oracle(node, edge, w1, b1, w2, b2, w3, b3, mask=None):
-    """DESIGN.md's formula with explicit loops over (b, n, j) on concatenated inputs."""
+def mpnn_oracle(node, edge, w1, b1, w2, b2, w3, b3, mask=None, out_act="none"):
+    """The op's formula with explicit loops over (b, n, j) on concatenated inputs."""
     B, N, _ = node.shape
     out = node.new_zeros(B, N, w3.shape[0])
     rows = []
@@ -111,7 +117,8 @@ def mpnn_oracle(node, edge, w1, b1, w2, b2, w3, b3, mask=None):
                     inp = torch.cat([node[b, n], node[b, j], edge[b, n, j]])
                     h = torch.relu(w1 @ inp + b1)
                     h = torch.relu(w2 @ h + b2)
-                    acc = acc + w3 @ h + b3
+                    msg = w3 @ h + b3
+                    acc = acc + (torch.relu(msg) if out_act == "relu" else msg)
             row.append(acc)
         rows.append(torch.stack(row) if row else out[b])
     return torch.stack(rows) if rows else out

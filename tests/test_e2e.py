@@ -63,6 +63,12 @@ def test_defaults_are_the_papers_sizes_and_options_checked():
     assert cfg["message_hidden"] == [128, 64] and cfg["gru_size"] == 128 and cfg["readout_hidden"] == [256, 256]
     assert cfg["rounds"] == 2 and cfg["damping"] == 0.7 and cfg["iterations"] == 10
     assert cfg["tx_message_hidden"] == [128, 64] and cfg["tx_gru_size"] == 128 and cfg["init"] == "qam16"
+    # GNN-rx is GEPNet's receiver: the structure of the GEPNet authors' code by default
+    assert cfg["message_out_act"] == "relu" and cfg["readout_act"] == "none" and cfg["node_sign"] == -1.0
+    assert cfg["lam0"] == 2.0 and cfg["v_min"] == 1e-13
+    assert det.mpnn.message.out_act == "relu" and det.mpnn.readout_mlp.hidden_act == "none"
+    assert E2E.LEGACY_STRUCTURE == dict(message_out_act="none", readout_act="relu", node_sign=1.0, lam0=1.0,
+                                        v_min=5e-7)
     with pytest.raises(ValueError, match="readout"):
         E2E("qam16", readout="pam")
     with pytest.raises(ValueError, match="init"):
@@ -94,7 +100,11 @@ def test_retransmit_is_the_learned_points_through_the_same_channel_and_noise():
 
 
 def test_training_lowers_the_loss_and_moves_tx_and_constellation():
-    det = small(seed=4, tx_residual=True, cavity_skip=True)
+    # cavity_skip in float32 needs the legacy floor v_min = 5e-7 (the authors' 1e-13 is refused)
+    with pytest.raises(ValueError, match="cavity_skip in float32 needs v_min"):
+        b = batch(B=4, seed=5)
+        small(seed=4, cavity_skip=True).training_loss(b.y, b.H, b.noise_var, b.x_idx, b.mask)
+    det = small(seed=4, tx_residual=True, cavity_skip=True, v_min=5e-7)
     b = batch(B=128, seed=5)
     opt = torch.optim.Adam(det.parameters(), lr=1e-2)
     start_pts = det.constellation.points.clone()
@@ -212,12 +222,12 @@ def test_train_cli_few_steps(tmp_path):
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert log[-1]["step"] == 2 and 0 <= log[-1]["val_ser"] <= 1
     # --init from an e2e file (which holds its learned constellation; --mod is the QAM it started
-    # from), adding the gate: the learned points carry over
+    # from), adding the gate (which in float32 needs the legacy floor v_min): the learned points carry over
     out2 = tmp_path / "run2"
     rc = cli.main(["train", "e2e", "--nr", "4", "--nt", "2", "--steps", "1", "--batch", "16", "--val-every", "1",
                    "--val-batches", "1", "--lr", "1e-12", "--out", str(out2), "--no-progress",
                    "--init", str(out / "last.safetensors"), "--model-option", "cavity_skip=true",
-                   "--model-option", "cavity_gate=true"])
+                   "--model-option", "cavity_gate=true", "--model-option", "v_min=5e-7"])
     assert rc == 0
     _, meta2 = files.read(out2 / "last.safetensors")
     assert meta2["config"]["cavity_gate"] is True and meta2["record"]["init"]["steps"] == 2

@@ -33,11 +33,12 @@ def test_gradcheck(sample, backend):
     check_gradcheck(FN, sample, backend)
 
 
-@pytest.mark.parametrize("sample", opcheck_samples(mpnn_samples(torch.float64)), ids=repr)
+@pytest.mark.parametrize("sample", opcheck_samples(mpnn_samples(torch.float64))
+                         + [s for s in mpnn_samples(torch.float64) if s.name.startswith("relu-masked")], ids=repr)
 def test_opcheck(sample):
     args = [a.detach().clone().requires_grad_() if a is not None and a.dtype != torch.bool else a
             for a in sample.args]
-    torch.library.opcheck(torch.ops.mimo_fast.mpnn_message_sum.default, (*args, ""))
+    torch.library.opcheck(torch.ops.mimo_fast.mpnn_message_sum.default, (*args, sample.kwargs["out_act"], ""))
 
 
 @pytest.mark.parametrize("sample,backend", [c for c in cases((torch.float32,)) if "masked" in c.id])

@@ -1,9 +1,11 @@
-"""The ``cpu`` backend of mpnn_message_sum against the reference: values and gradients on
-odd sizes that hit every SIMD tail (hidden sizes not a multiple of the vector width, N in
-1, 2, 3, 17), masks (including fully masked batch elements), both dtypes, every code
-path (auto, and forced AVX-512, AVX2/FMA and the portable fallback; a path this CPU
-lacks is skipped with the reason), both work splits (whole batch elements per
-thread, and receivers split when the batch is smaller than the thread count).
+"""The ``cpu`` backend of mpnn_message_sum against the ``reference`` backend: values and
+gradients for both ``out_act`` forms on odd sizes that hit every SIMD tail (H1, H2, Fo
+not a multiple of the vector width, N in 1, 2, 3, 17), masks (including fully masked
+batch elements and a single valid node), both dtypes, every code path (auto, and forced
+AVX-512, AVX2/FMA and the portable fallback; a path this CPU lacks is skipped with the
+reason), both work splits (whole batch elements per unit, and receivers split when the
+batch is small), and the backward's determinism (bitwise equal across runs and thread
+counts).
 """
 from __future__ import annotations
 
@@ -16,7 +18,6 @@ from hypothesis import strategies as st
 
 from mimo_fast import _ext
 from mimo_fast.ops import mpnn_message_sum, registry
-from mimo_fast.ops.reference import mpnn_message_sum as ref
 
 CPU = registry.get_backend("cpu")
 pytestmark = pytest.mark.skipif(CPU.unavailable() is not None, reason=f"cpu backend off: {CPU.unavailable()}")
@@ -51,22 +52,25 @@ def make(B, N, F, E, H1, H2, Fo, dtype, mask_kind=None, seed=0):
     return args, mask
 
 
-def check(args, mask, dtype):
+NAMES = ("node", "edge", "w1", "b1", "w2", "b2", "w3", "b3")
+
+
+def check(args, mask, dtype, out_act="none"):
     rtol, atol = CPU.tolerance(dtype)
     leaves = [a.clone().requires_grad_() for a in args]
-    out = mpnn_message_sum(*leaves, mask, backend="cpu")
-    want = ref.forward(*args, mask)
+    out = mpnn_message_sum(*leaves, mask, backend="cpu", out_act=out_act)
+    rleaves = [a.clone().requires_grad_() for a in args]
+    want = mpnn_message_sum(*rleaves, mask, backend="reference", out_act=out_act)
     # atol scaled by the output's size, as for the gradients below: a sum over N senders
     # of H1-wide products rounds at that scale (seen on a 16-thread AVX-512 machine)
     out_scale = max(1.0, want.abs().max().item()) if want.numel() else 1.0
-    torch.testing.assert_close(out, want, rtol=rtol, atol=atol * out_scale)
+    torch.testing.assert_close(out, want.detach(), rtol=rtol, atol=atol * out_scale)
     if out.numel() == 0:
         return
     grad = torch.randn_like(out)
     got = torch.autograd.grad(out, leaves, grad)
-    wants = ref.backward(grad, *args, mask)
-    names = ("node", "edge", "w1", "b1", "w2", "b2", "w3", "b3")
-    for name, a, b in zip(names, got, wants):
+    wants = torch.autograd.grad(want, rleaves, grad)
+    for name, a, b in zip(NAMES, got, wants):
         scale = max(1.0, b.abs().max().item()) if b.numel() else 1.0
         torch.testing.assert_close(a, b, rtol=rtol, atol=atol * scale, msg=lambda m: f"grad {name}: {m}")
 
@@ -78,8 +82,11 @@ SHAPES = [  # (B, N, F, E, H1, H2, Fo)
     (2, 17, 4, 3, 33, 20, 3),    # 3 and 5 vectors per row: every column-block remainder
     (1, 17, 3, 0, 8, 8, 2),      # E = 0, B = 1 (receivers split across threads)
     (5, 6, 2, 2, 1, 1, 1),       # H1 = H2 = 1
-    (7, 9, 5, 2, 40, 17, 4),     # B > 2 * threads: whole batch elements per thread
+    (7, 9, 5, 2, 40, 17, 4),     # whole batch elements per thread in forward
+    (2, 6, 3, 2, 24, 16, 19),    # Fo past one vector (relu: 2 column vectors at AVX-512 float32)
+    (40, 5, 2, 1, 7, 5, 3),      # B >= 32: backward runs whole batch elements per unit
 ]
+ACTS = ["none", "relu"]
 
 
 @pytest.fixture(params=ISAS)
@@ -91,54 +98,83 @@ def isa(request, monkeypatch):
     return request.param
 
 
+@pytest.mark.parametrize("out_act", ACTS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("mask_kind", [None, "random", "rows"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_matches_reference(shape, mask_kind, dtype, isa):
+def test_matches_reference(shape, mask_kind, dtype, out_act, isa):
     args, mask = make(*shape, dtype, mask_kind)
-    check(args, mask, dtype)
+    check(args, mask, dtype, out_act)
 
 
+@pytest.mark.parametrize("out_act", ACTS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_mlp_sizes_of_the_benchmarks(dtype):
+def test_mlp_sizes_of_the_benchmarks(dtype, out_act):
     """H 128/64 and 64/32 (several full register tiles and a partial last tile)."""
     args, mask = make(3, 16, 16, 2, 128, 64, 8, dtype, "random", seed=1)
-    check(args, mask, dtype)
+    check(args, mask, dtype, out_act)
     args, mask = make(2, 29, 6, 2, 64, 32, 5, dtype, None, seed=2)
-    check(args, mask, dtype)
+    check(args, mask, dtype, out_act)
 
 
+@pytest.mark.parametrize("out_act", ACTS)
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_thread_counts(threads):
+def test_thread_counts(threads, out_act):
     with kernel_threads(threads):  # not torch.set_num_threads: see mimo_fast/ops/threads.py
         for B in (1, 2, 9):
             args, mask = make(B, 11, 3, 2, 24, 16, 2, torch.float64, "rows", seed=B)
-            check(args, mask, torch.float64)
+            check(args, mask, torch.float64, out_act)
 
 
-def test_empty_batch():
+def _grads(args, mask, out_act, threads):
+    leaves = [a.clone().requires_grad_() for a in args]
+    with kernel_threads(threads):
+        out = mpnn_message_sum(*leaves, mask, backend="cpu", out_act=out_act)
+        grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(7), dtype=out.dtype)
+        return [out.detach(), *torch.autograd.grad(out, leaves, grad)]
+
+
+@pytest.mark.parametrize("out_act", ACTS)
+@pytest.mark.parametrize("B", [1, 3, 64], ids=lambda b: f"B{b}")
+def test_backward_is_deterministic(B, out_act):
+    """float32 forward and gradients bitwise equal between two runs and between 1 and 2
+    threads (B 1 and 3: receivers split across units, sender gradients summed over chunks;
+    B 64: whole batch elements per unit, 32 groups of weight-gradient partials)."""
+    args, mask = make(B, 13, 4, 2, 40, 24, 5, torch.float32, "random", seed=B)
+    one = _grads(args, mask, out_act, 1)
+    for other in (_grads(args, mask, out_act, 1), _grads(args, mask, out_act, 2),
+                  _grads(args, mask, out_act, 2)):
+        for name, a, b in zip(("out",) + NAMES, one, other):
+            assert torch.equal(a, b), f"{name} differs"
+
+
+@pytest.mark.parametrize("out_act", ACTS)
+def test_empty_batch(out_act):
     args, mask = make(0, 4, 3, 2, 8, 8, 2, torch.float32, "random")
-    out = mpnn_message_sum(*args, mask, backend="cpu")
+    out = mpnn_message_sum(*args, mask, backend="cpu", out_act=out_act)
     assert out.shape == (0, 4, 2)
     leaves = [a.clone().requires_grad_() for a in args]
-    mpnn_message_sum(*leaves, mask, backend="cpu").sum().backward()
+    mpnn_message_sum(*leaves, mask, backend="cpu", out_act=out_act).sum().backward()
     assert all(leaf.grad is not None and leaf.grad.shape == leaf.shape for leaf in leaves)
     assert leaves[2].grad.abs().sum() == 0
 
 
-def test_non_contiguous_inputs():
+@pytest.mark.parametrize("out_act", ACTS)
+def test_non_contiguous_inputs(out_act):
     args, mask = make(3, 5, 4, 2, 13, 9, 3, torch.float64, "random")
     node = args[0].transpose(0, 1).contiguous().transpose(0, 1)
     edge = args[1].permute(3, 0, 1, 2).contiguous().permute(1, 2, 3, 0)
     w1 = args[2].T.contiguous().T
     assert not (node.is_contiguous() or edge.is_contiguous() or w1.is_contiguous())
-    check([node, edge, w1, *args[3:]], mask, torch.float64)
+    check([node, edge, w1, *args[3:]], mask, torch.float64, out_act)
 
 
-def test_gradcheck_float64():
+@pytest.mark.parametrize("out_act", ACTS)
+def test_gradcheck_float64(out_act):
     args, mask = make(2, 4, 2, 2, 5, 3, 2, torch.float64, "random", seed=3)
     leaves = tuple(a.clone().requires_grad_() for a in args)
-    assert torch.autograd.gradcheck(lambda *t: mpnn_message_sum(*t, mask, backend="cpu"), leaves)
+    assert torch.autograd.gradcheck(
+        lambda *t: mpnn_message_sum(*t, mask, backend="cpu", out_act=out_act), leaves)
 
 
 def test_automatic_choice_is_cpu():
@@ -185,6 +221,7 @@ def test_auto_falls_back_when_avx512_is_missing(monkeypatch):
     assert _ext.C.mpnn_message_sum_isa(0) == "portable"
     args, mask = make(2, 5, 3, 2, 20, 9, 2, torch.float32, "random")
     check(args, mask, torch.float32)
+    check(args, mask, torch.float32, "relu")
 
 
 def test_auto_choice_by_padding():
@@ -208,9 +245,9 @@ def test_unknown_isa_code_is_an_error():
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(B=st.integers(0, 4), N=st.integers(1, 12), F=st.integers(1, 5), E=st.integers(0, 3),
-       H1=st.integers(1, 40), H2=st.integers(1, 24), Fo=st.integers(1, 4),
-       masked=st.booleans(), f64=st.booleans(), seed=st.integers(0, 2**16))
-def test_random_shapes(B, N, F, E, H1, H2, Fo, masked, f64, seed):
+       H1=st.integers(1, 40), H2=st.integers(1, 24), Fo=st.integers(1, 20),
+       masked=st.booleans(), f64=st.booleans(), relu=st.booleans(), seed=st.integers(0, 2**16))
+def test_random_shapes(B, N, F, E, H1, H2, Fo, masked, f64, relu, seed):
     dtype = torch.float64 if f64 else torch.float32
     args, mask = make(B, N, F, E, H1, H2, Fo, dtype, "random" if masked else None, seed=seed)
-    check(args, mask, dtype)
+    check(args, mask, dtype, "relu" if relu else "none")

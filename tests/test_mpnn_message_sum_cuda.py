@@ -1,11 +1,12 @@
 """The `cuda` backend of mpnn_message_sum.
 
-Launch geometry (host code, no GPU needed; skipped when mimo_fast._C_cuda was not built):
-tile shapes, shared memory against the device's limits, grids and their chunking, partial
-buffers, refusals. Then, on a GPU only: values and gradients against the reference at
-S1-S3-like shapes (smaller batches), masks with fully masked graphs, N = 1, E = 0, float64,
-bitwise determinism, the caller's stream, and the backend's place in dispatch. The kernels'
-arithmetic also runs without a GPU in test_mpnn_message_sum_cuda_emulation.py.
+Launch geometry (host code, no GPU needed; skipped when mimo_fast._C_cuda was not built), for
+both out_act forms: tile shapes, Fo chunks, shared memory against the device's limits, grids
+and their chunking, partial buffers, refusals. Then, on a GPU only, for "none" and "relu":
+values and gradients against the reference at S1-S3-like shapes (smaller batches), masks
+with fully masked graphs, N = 1, E = 0, float64, gradcheck, bitwise determinism, the
+caller's stream, and the backend's place in dispatch. The kernels' arithmetic also runs
+without a GPU in test_mpnn_message_sum_cuda_emulation.py.
 """
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ import torch
 import mimo_fast.ops as ops
 from mimo_fast import _ext
 from mimo_fast.ops import registry
-from mimo_fast.ops.reference import mpnn_message_sum as ref
 from op_checks import assert_close
 from op_samples import mpnn_sample
 
@@ -26,23 +26,28 @@ gpu = pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA GPU and mimo_fast._C_
 H100 = dict(sm_count=132, smem_block=232448, smem_sm=233472)
 A100 = dict(sm_count=108, smem_block=166912, smem_sm=167936)
 S = {"S1": (1024, 16, 16, 2, 128, 64, 16), "S2": (256, 64, 8, 2, 16, 8, 8), "S3": (32, 256, 16, 2, 64, 32, 16)}
+ACTS = ("none", "relu")
 
 
-def cfg(B, N, F, E, H1, H2, Fo, dtype=0, dev=H100, **kw):
-    return _ext.C_CUDA.mpnn_message_sum_launch_config(B, N, F, E, H1, H2, Fo, dtype, **dev, **kw)
+def cfg(B, N, F, E, H1, H2, Fo, dtype=0, dev=H100, relu=False, **kw):
+    """The launch config of a (B, N, F, E, H1, H2, Fo) problem (F does not enter it)."""
+    return _ext.C_CUDA.mpnn_message_sum_launch_config(B, N, E, H1, H2, Fo, dtype, relu, **dev, **kw)
 
 
 # ------------------------------------------------------------------ launch geometry
+@pytest.mark.parametrize("act", ACTS)
 @pytest.mark.parametrize("dev", [H100, A100], ids=["H100", "A100"])
 @pytest.mark.parametrize("dtype", [0, 1], ids=["f32", "f64"])
 @pytest.mark.parametrize("shape", list(S.values()) + [(3, 1, 2, 0, 4, 3, 2), (7, 5, 3, 9, 17, 33, 4), (2, 300, 4, 2, 128, 64, 8)],
                          ids=list(S) + ["N1-E0", "odd", "N300"])
-def test_tile_geometry_is_consistent(shape, dtype, dev):
+def test_tile_geometry_is_consistent(shape, dtype, dev, act):
     B, N, F, E, H1, H2, Fo = shape
-    c = cfg(*shape, dtype, dev)
-    assert c["refusal"] == ""
-    H1P, H2P = c["H1P"], c["H2P"]
+    relu = act == "relu"
+    c = cfg(*shape, dtype, dev, relu=relu)
+    assert c["refusal"] == "" and c["relu"] == relu
+    H1P, H2P, FoP = c["H1P"], c["H2P"], c["FoP"]
     assert H1P >= max(16, H1) and H1P & (H1P - 1) == 0 and H2P >= max(8, H2) and H2P & (H2P - 1) == 0
+    assert FoP >= max(4, Fo) and FoP & (FoP - 1) == 0
     for t in (c["fwd"], c["bwd"]):
         assert t["TC"] * t["TN"] == H2P and t["TC"] * t["TR"] == c["threads"] == 256
         assert t["BM"] == t["TR"] * t["TM"] == t["RN"] * t["BJ"]
@@ -55,19 +60,25 @@ def test_tile_geometry_is_consistent(shape, dtype, dev):
     assert b["RG"] % b["RN"] == 0 and b["G"] == -(-N // b["RG"]) and b["items"] == B * b["G"]
     assert 1 <= b["blocks"] <= min(max(b["items"], 1), 2 * dev["sm_count"])
     assert b["S"] == max(1, 256 // ((H2P // 4) * (b["CW"] // 4))) and b["CW"] == min(H1P, 64)
-    assert c["proj"]["nodes"] * H1P == 4 * 256 and c["proj"]["blocks"] == min(-(-B * N // c["proj"]["nodes"]), 2**20)
+    for t in (f, b):  # the Fo chunk: a power of two 4..FoP for "relu", unused (0) for "none"
+        assert (4 <= t["FC"] <= FoP and t["FC"] & (t["FC"] - 1) == 0) if relu else t["FC"] == 0
+    if relu:
+        assert b["S3"] == min(8, max(1, 256 // ((b["FC"] // 4) * (H2P // 4)))) and b["BM"] % b["S3"] == 0
 
 
 def test_foundation_shapes_take_the_widest_tiles_and_two_blocks_per_sm():
     """What the kernels were designed around (see the header comments): S1's forward tile is
     one whole graph (16 x 16 pairs) with 8x8 register blocks; every float32 foundation shape
     fits two blocks per H100 SM in both directions."""
-    c = cfg(*S["S1"])
-    assert (c["fwd"]["TM"], c["fwd"]["TN"], c["fwd"]["BM"], c["fwd"]["RN"]) == (8, 8, 256, 16)
-    assert (c["bwd"]["TM"], c["bwd"]["BM"], c["bwd"]["G"]) == (4, 64, 1)
-    for shape in S.values():
-        c = cfg(*shape)
-        assert 2 * (max(c["fwd"]["smem"], c["bwd"]["smem"]) + 1024) <= H100["smem_sm"], shape
+    for relu in (False, True):
+        c = cfg(*S["S1"], relu=relu)
+        assert (c["fwd"]["TM"], c["fwd"]["TN"], c["fwd"]["BM"], c["fwd"]["RN"]) == (8, 8, 256, 16)
+        assert (c["bwd"]["TM"], c["bwd"]["BM"], c["bwd"]["G"]) == (4, 64, 1)
+        for shape in S.values():
+            c = cfg(*shape, relu=relu)
+            assert 2 * (max(c["fwd"]["smem"], c["bwd"]["smem"]) + 1024) <= H100["smem_sm"], (shape, relu)
+            if relu:  # Fo <= 16: W3 staged once per block in both directions
+                assert c["fwd"]["FC"] == c["bwd"]["FC"] == c["FoP"], shape
 
 
 def test_small_graphs_share_forward_tiles():
@@ -78,9 +89,10 @@ def test_small_graphs_share_forward_tiles():
 def test_partial_buffers_stay_small():
     """Weight-gradient partials are one slice per persistent block, not per batch element."""
     for shape in S.values():
-        c = cfg(*shape)
+        c = cfg(*shape, relu=True)
         b = c["bwd"]
-        elements = b["blocks"] * b["S"] * c["H2P"] * c["H1P"] + b["G"] * shape[0] * shape[1] * c["H1P"]
+        elements = (b["blocks"] * b["S"] * c["H2P"] * c["H1P"] + b["G"] * shape[0] * shape[1] * shape[4]
+                    + b["blocks"] * b["S3"] * c["FoP"] * c["H2P"])
         assert elements * 4 < 64 * 2**20, shape
 
 
@@ -89,11 +101,20 @@ def test_more_sms_more_backward_blocks():
     assert small["bwd"]["blocks"] == 40 and big["bwd"]["blocks"] == 264
 
 
-def test_huge_batches_run_in_several_launches():
-    c = cfg(2**22, 1024, 4, 1, 16, 8, 4)              # one receiver per block: 2**32 blocks
+@pytest.mark.parametrize("relu", [False, True], ids=ACTS)
+def test_huge_batches_run_in_several_launches(relu):
+    c = cfg(2**22, 1024, 4, 1, 16, 8, 4, relu=relu)   # one receiver per block: 2**32 blocks
     assert c["fwd"]["RN"] == 1 and c["fwd"]["blocks"] == 2**32 and c["fwd"]["launches"] == 3
     assert c["fwd"]["grid"] == 2**31 - 1
-    assert cfg(10, 16, 4, 1, 16, 8, 4, max_grid=3)["fwd"]["launches"] == -(-cfg(10, 16, 4, 1, 16, 8, 4)["fwd"]["blocks"] // 3)
+    blocks = cfg(10, 16, 4, 1, 16, 8, 4, relu=relu)["fwd"]["blocks"]
+    assert cfg(10, 16, 4, 1, 16, 8, 4, relu=relu, max_grid=3)["fwd"]["launches"] == -(-blocks // 3)
+
+
+def test_wide_outputs_run_in_fo_chunks():
+    """"relu" with Fo past what one chunk of W3 in shared memory holds: chunks, no refusal."""
+    c = cfg(4, 16, 8, 2, 128, 256, 1000, relu=True)
+    assert c["refusal"] == "" and c["FoP"] == 1024
+    assert c["fwd"]["FC"] < 1024 and c["bwd"]["FC"] < 1024
 
 
 @pytest.mark.parametrize("shape,dtype,dev,words", [
@@ -103,13 +124,17 @@ def test_huge_batches_run_in_several_launches():
     ((2, 4, 3, 2, 16, 200, 2), 1, H100, ["shared memory", "227 KiB"]),
     ((2, 4, 3, 2, 8, 8, 2), 5, H100, ["dtype"]),
 ], ids=["H1", "H2", "smem-A100", "smem-f64", "dtype"])
-def test_refusals_say_why(shape, dtype, dev, words):
-    reason = cfg(*shape, dtype, dev)["refusal"]
+@pytest.mark.parametrize("relu", [False, True], ids=ACTS)
+def test_refusals_say_why(shape, dtype, dev, words, relu):
+    reason = cfg(*shape, dtype, dev, relu=relu)["refusal"]
     assert all(w in reason for w in words), reason
+    if relu and "shared memory" in reason:
+        assert 'out_act="relu"' in reason
 
 
 def test_h100_serves_256_wide_float32_layers():
-    assert cfg(8, 16, 16, 2, 256, 256, 16)["refusal"] == ""
+    for relu in (False, True):
+        assert cfg(8, 16, 16, 2, 256, 256, 16, relu=relu)["refusal"] == ""
 
 
 # ------------------------------------------------------------------ on a GPU
@@ -125,6 +150,7 @@ def _cuda_sample(name, shape, dtype, masked, seed=0):
 
 GPU_CASES = [
     ("S1-like", (64, 16, 16, 2, 128, 64, 16), True),
+    ("Fo-chunks", (3, 9, 2, 2, 64, 256, 300), True),
     ("S2-like", (16, 64, 8, 2, 16, 8, 8), True),
     ("S3-like", (2, 256, 16, 2, 64, 32, 16), False),
     ("N1", (5, 1, 3, 2, 8, 8, 2), True),
@@ -134,52 +160,62 @@ GPU_CASES = [
 ]
 
 
+def _reference(tensors, mask, act):
+    """The op on the reference backend in float64, with leaves for its gradients."""
+    wide = [t.detach().double().requires_grad_() for t in tensors]
+    return wide, ops.mpnn_message_sum(*wide, mask, out_act=act, backend="reference")
+
+
 @gpu
+@pytest.mark.parametrize("act", ACTS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("name,shape,masked", GPU_CASES, ids=[c[0] for c in GPU_CASES])
-def test_values_and_gradients_on_gpu(name, shape, masked, dtype):
+def test_values_and_gradients_on_gpu(name, shape, masked, dtype, act):
     *tensors, mask = _cuda_sample(name, shape, dtype, masked)
     leaves = [t.detach().clone().requires_grad_() for t in tensors]
-    out = ops.mpnn_message_sum(*leaves, mask, backend="cuda")
-    wide = [t.detach().double() for t in tensors]
-    assert_close(out, ref.forward(*wide, mask), "cuda", dtype, f"{name}: forward")
+    out = ops.mpnn_message_sum(*leaves, mask, out_act=act, backend="cuda")
+    wide, want_out = _reference(tensors, mask, act)
+    assert_close(out, want_out.detach(), "cuda", dtype, f"{name} {act}: forward")
     grad = torch.randn(out.shape, generator=torch.Generator(device="cuda").manual_seed(1), device="cuda",
                        dtype=torch.float64)
     got = torch.autograd.grad(out, leaves, grad.to(dtype))
-    want = ref.backward(grad, *wide, mask)
+    want = torch.autograd.grad(want_out, wide, grad)
     for what, g, w in zip(("node", "edge", "w1", "b1", "w2", "b2", "w3", "b3"), got, want):
-        assert_close(g, w, "cuda", dtype, f"{name}: gradient of {what}")
+        assert_close(g, w, "cuda", dtype, f"{name} {act}: gradient of {what}")
 
 
 @gpu
-def test_gradcheck_on_gpu():
+@pytest.mark.parametrize("act", ACTS)
+def test_gradcheck_on_gpu(act):
     *tensors, mask = _cuda_sample("gc", (2, 5, 2, 2, 6, 5, 3), torch.float64, True)
     mask[1] = True
     leaves = [t.detach().clone().requires_grad_() for t in tensors]
-    assert torch.autograd.gradcheck(lambda *a: ops.mpnn_message_sum(*a, mask, backend="cuda"), leaves)
+    assert torch.autograd.gradcheck(lambda *a: ops.mpnn_message_sum(*a, mask, out_act=act, backend="cuda"), leaves)
 
 
 @gpu
-def test_backward_is_bitwise_deterministic():
+@pytest.mark.parametrize("act", ACTS)
+def test_backward_is_bitwise_deterministic(act):
     *tensors, mask = _cuda_sample("det", (64, 16, 16, 2, 128, 64, 16), torch.float32, True)
     grad = torch.randn(64, 16, 16, device="cuda")
     runs = []
     for _ in range(2):
         leaves = [t.detach().clone().requires_grad_() for t in tensors]
-        out = ops.mpnn_message_sum(*leaves, mask, backend="cuda")
+        out = ops.mpnn_message_sum(*leaves, mask, out_act=act, backend="cuda")
         runs.append([out, *torch.autograd.grad(out, leaves, grad)])
     for a, b in zip(*runs):
         assert torch.equal(a, b)
 
 
 @gpu
-def test_runs_on_the_callers_stream():
+@pytest.mark.parametrize("act", ACTS)
+def test_runs_on_the_callers_stream(act):
     *tensors, mask = _cuda_sample("stream", (32, 16, 8, 2, 32, 16, 8), torch.float32, True)
-    want = ops.mpnn_message_sum(*tensors, mask, backend="cuda")
+    want = ops.mpnn_message_sum(*tensors, mask, out_act=act, backend="cuda")
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
-        got = ops.mpnn_message_sum(*tensors, mask, backend="cuda")
+        got = ops.mpnn_message_sum(*tensors, mask, out_act=act, backend="cuda")
     torch.cuda.current_stream().wait_stream(side)
     torch.testing.assert_close(got, want, rtol=0, atol=0)
 

@@ -1,5 +1,7 @@
-"""mimo_fast.nn: the MPNN block against its equations written out pair by pair, masks,
-permutation equivariance, gradients, backends, and argument errors."""
+"""mimo_fast.nn: the MPNN block against its equations written out pair by pair (both
+structures: the papers' text and the authors' code, i.e. message_out_act, readout_act and
+a GRU without node attribute), masks, permutation equivariance, gradients, backends, the
+MLP options, and argument errors."""
 import pytest
 import torch
 
@@ -23,8 +25,19 @@ def inputs(B=3, N=5, attr=2, seed=1):
     return f, e, d
 
 
+def mlp3(layers, x, hidden_relu: bool, out_relu: bool):
+    """A 3-layer MLP written out: ``x W1^T + b1 -> [relu] -> ... -> x W3^T + b3 -> [relu]``."""
+    for i, layer in enumerate(layers):
+        x = x @ layer.weight.T + layer.bias
+        if (hidden_relu if i < len(layers) - 1 else out_relu):
+            x = x.clamp_min(0)
+    return x
+
+
 def naive(m, f, e, d, mask):
-    """Eqs. (14)-(18) with every pair's message formed explicitly."""
+    """Eqs. (14)-(18) with every pair's message formed explicitly; the message MLP ends in
+    a ReLU per message when ``message_out_act="relu"``, the readout is affine when
+    ``readout_act="none"``."""
     B, N, _ = f.shape
     valid = torch.ones(B, N, dtype=torch.bool) if mask is None else mask
     keep = valid[..., None].double()
@@ -32,19 +45,25 @@ def naive(m, f, e, d, mask):
     g = torch.zeros(B, N, m.gru_size, dtype=f.dtype)
     for _ in range(m.rounds):
         pair = torch.cat([u[:, :, None].expand(B, N, N, -1), u[:, None].expand(B, N, N, -1), e], -1)
-        msg = m.message(pair)                                        # (B, n, j, F): message j -> n
+        msg = mlp3(m.message.layers, pair, True, m.message_out_act == "relu")   # (B, n, j, F): j -> n
         w = (valid[:, None, :] & ~torch.eye(N, dtype=torch.bool)).double()[..., None]
         s = (msg * w).sum(2) * keep
         x = s if d is None else torch.cat([s, d * keep], -1)
         g = m.gru(x.reshape(B * N, -1), g.reshape(B * N, -1)).reshape(B, N, -1) * keep
         u = m.update(g) * keep
-    return u, g, m.readout(u)
+    return u, g, mlp3(m.readout_mlp.layers, u, m.readout_act == "relu", False)
 
 
+STRUCTURES = {"text": dict(message_out_act="none", readout_act="relu"),
+              "code": dict(message_out_act="relu", readout_act="none"),
+              "relu-relu": dict(message_out_act="relu", readout_act="relu")}
+
+
+@pytest.mark.parametrize("structure", STRUCTURES)
 @pytest.mark.parametrize("attr", [2, 0])
 @pytest.mark.parametrize("masked", [False, True])
-def test_matches_equations(attr, masked):
-    m = make_mpnn(attr=attr)
+def test_matches_equations(attr, masked, structure):
+    m = make_mpnn(attr=attr, **STRUCTURES[structure])
     f, e, d = inputs(attr=attr)
     mask = torch.tensor([[1, 1, 0, 1, 1], [0, 1, 1, 1, 1], [1, 1, 1, 1, 1]], dtype=torch.bool) if masked else None
     u, g = m(*m.encode(f, mask), e, d, mask)
@@ -94,8 +113,9 @@ def test_masked_nodes_change_nothing():
     torch.testing.assert_close(u[:1, keep], us, rtol=1e-12, atol=1e-12)
 
 
-def test_gradient_reaches_every_parameter():
-    m = make_mpnn()
+@pytest.mark.parametrize("structure", STRUCTURES)
+def test_gradient_reaches_every_parameter(structure):
+    m = make_mpnn(**STRUCTURES[structure])
     f, e, d = inputs()
     f.requires_grad_(True)
     e.requires_grad_(True)
@@ -106,14 +126,15 @@ def test_gradient_reaches_every_parameter():
     assert float(e.grad.abs().sum()) > 0 and float(f.grad.abs().sum()) > 0
 
 
+@pytest.mark.parametrize("structure", ["text", "code"])
 @pytest.mark.parametrize("backend", ["reference", "cpu"])
-def test_backend_passed_down(backend):
+def test_backend_passed_down(backend, structure):
     why = registry.get_backend(backend).unavailable()
     if why is not None:
         pytest.skip(f"backend {backend} off: {why}")
     f, e, d = inputs()
-    ref = make_mpnn(backend="reference")
-    m = make_mpnn(backend=backend)
+    ref = make_mpnn(backend="reference", **STRUCTURES[structure])
+    m = make_mpnn(backend=backend, **STRUCTURES[structure])
     torch.testing.assert_close(m(*m.encode(f), e, d)[0], ref(*ref.encode(f), e, d)[0], rtol=1e-10, atol=1e-10)
 
 
@@ -137,3 +158,49 @@ def test_argument_errors():
         mnn.MPNN(readout_out=4, rounds=0)
     with pytest.raises(ValueError, match="sizes must be a sequence of positive ints"):
         mnn.MLP((4, 0, 2))
+    with pytest.raises(ValueError, match="message_out_act must be one of"):
+        mnn.MPNN(readout_out=4, message_out_act="tanh")
+    with pytest.raises(ValueError, match="readout_act must be one of"):
+        mnn.MPNN(readout_out=4, readout_act=None)
+    with pytest.raises(ValueError, match="hidden_act must be one of"):
+        mnn.MLP((4, 3, 2), hidden_act="gelu")
+    with pytest.raises(ValueError, match="out_act must be one of"):
+        mnn.MLP((4, 3, 2), out_act="sigmoid")
+
+
+def test_message_out_act_reaches_the_op(monkeypatch):
+    """The MPNN passes message_out_act to ops.mpnn_message_sum as out_act; the parameters
+    (names and shapes) do not depend on the structure options."""
+    from mimo_fast import ops
+    seen = []
+    real = ops.mpnn_message_sum
+
+    def spy(*a, **kw):
+        seen.append(kw.get("out_act"))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(ops, "mpnn_message_sum", spy)
+    f, e, d = inputs()
+    for structure, opts in STRUCTURES.items():
+        m = make_mpnn(**opts)
+        m(*m.encode(f), e, d)
+        assert seen[-m.rounds:] == [opts["message_out_act"]] * m.rounds, structure
+    shapes = {k: v.shape for k, v in make_mpnn().state_dict().items()}
+    assert {k: v.shape for k, v in make_mpnn(**STRUCTURES["code"]).state_dict().items()} == shapes
+
+
+def test_mlp_activation_options():
+    """hidden_act="none": the layers compose to one affine map; out_act="relu": a ReLU on
+    the output; the defaults are ReLU after hidden layers only."""
+    torch.manual_seed(3)
+    x = torch.randn(7, 4, dtype=torch.float64)
+    for hidden, out in [("relu", "none"), ("none", "none"), ("relu", "relu"), ("none", "relu")]:
+        m = mnn.MLP((4, 6, 5, 3), hidden_act=hidden, out_act=out).double()
+        torch.testing.assert_close(m(x), mlp3(m.layers, x, hidden == "relu", out == "relu"), rtol=0, atol=0)
+    m = mnn.MLP((4, 6, 5, 3), hidden_act="none").double()
+    W, b = torch.eye(4, dtype=torch.float64), torch.zeros(4, dtype=torch.float64)
+    for layer in m.layers:
+        W, b = layer.weight @ W, layer.weight @ b + layer.bias
+    torch.testing.assert_close(m(x), x @ W.T + b, rtol=1e-12, atol=1e-12)
+    assert float(mnn.MLP((4, 6, 5, 3), out_act="relu").double()(x).detach().min()) >= 0
+    assert "hidden_act='none'" in repr(m) and "out_act" not in repr(m)

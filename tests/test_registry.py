@@ -89,6 +89,22 @@ def test_triton_on_cpu_needs_interpreter(args, monkeypatch):
     assert reason and ("Triton is not installed" in reason or "TRITON_INTERPRET=1" in reason)
 
 
+def test_mpnn_relu_form_is_a_separately_validated_variant():
+    """The automatic choice takes a GPU kernel only for forms validated on a GPU: the
+    out_act="relu" form of mpnn_message_sum is listed apart from the plain form."""
+    from mimo_fast.ops import backends
+    from op_samples import mpnn_sample
+    tensors = mpnn_sample("v", 1, 3, 2, 1, 4, 4, 2, torch.float32).args[:8]
+    tri = registry.get_backend("triton")
+    if tri.unavailable() is not None:
+        pytest.skip(f"triton off: {tri.unavailable()}")
+    assert "mpnn_message_sum:relu" not in backends.TRITON_GPU_VALIDATED
+    why = tri.refusal("mpnn_message_sum", tensors, explicit=False, variant="relu")
+    assert "mpnn_message_sum:relu kernel has not yet been validated on a GPU" in why
+    plain = tri.refusal("mpnn_message_sum", tensors, explicit=False) or ""
+    assert "validated" not in plain
+
+
 def test_value_checks_can_be_skipped(monkeypatch):
     gram, rhs, lam, gam = ep_sample("s", 1, 2, torch.float64).args
     lam = lam.clone()

@@ -2,8 +2,8 @@
 // fused into one pass over (B, K) (E2E paper eqs. 7-10; the torch form, which this must
 // match to rounding, is EP._iteration_torch in mimo_fast/detect/iterative.py):
 //
+//   x_obs = (mu - Sigma gam) / (1 - Sigma lam)                       (7c)
 //   v_obs = max(Sigma / (1 - Sigma lam), v_min)                      (7b)
-//   x_obs = v_obs (mu / Sigma - gam)                                 (7c)
 //   p_l   ~ prior_l exp(-(s_l - x_obs)^2 / (2 v_obs))  over the K-th real alphabet s_l
 //   x_hat = sum p_l s_l,  v_hat = max(sum p_l (s_l - x_hat)^2, v_min)   (8)
 //   lam'  = 1/v_hat - 1/v_obs,  gam' = x_hat/v_hat - x_obs/v_obs       (9)
@@ -43,9 +43,15 @@ void cavity_impl(const T* mu, const T* Sigma, const T* lam, const T* gam, const 
 #pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && n > 4096)
   for (int64_t i = 0; i < n; ++i) {
     const int64_t k = i % K;
+    // The mean from the unfloored cavity variance, x = (mu - S gam) / (1 - S lam); only the
+    // variance is floored (flooring it first scaled the mean by v_min / v: EP's high-SNR
+    // error floor, issue 18). An improper cavity (1 - S lam <= 0) falls back to (mu, S).
+    // Same rule as mimo_fast.detect.iterative._cavity.
     const T S = Sigma[i];
-    const T v_obs = std::max(S / (T(1) - S * lam[i]), v_min);
-    const T x_obs = v_obs * (mu[i] / S - gam[i]);
+    const T den = T(1) - S * lam[i];
+    const bool ok = den > T(0);
+    const T x_obs = ok ? (mu[i] - S * gam[i]) / den : mu[i];
+    const T v_obs = std::max(ok ? S / den : S, v_min);
     x_obs_out[i] = x_obs;
     v_obs_out[i] = v_obs;
     if (w == nullptr) continue;

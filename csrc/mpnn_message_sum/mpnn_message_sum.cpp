@@ -1,17 +1,20 @@
-// mpnn_message_sum: fused CPU forward and backward (float32, float64).
+// mpnn_message_sum: fused CPU pair kernels (float32, float64) behind the cpu backend of
+// mimo_fast/ops/mpnn_message_sum.py (PairKernels): the op module makes recv/send with
+// torch GEMMs; forward streams over all (receiver, sender) pairs and returns per-receiver
+// sums (of h2, or of relu(W3 h2 + b3)); backward recomputes each tile of pairs and returns
+// per-node sums and the weight gradients. Nothing of size N*N*H is ever held. Kernel body:
+// mpnn_message_sum_kernel.h, compiled three times (portable baseline, AVX2/FMA, AVX-512),
+// chosen at run time by cpu_has_avx512_core() / cpu_has_avx2_fma().
 //
-// Forward is the whole op in one parallel region: per batch element the per-node
-// projections recv = node Wa^T + b1, send = node Wb^T (N x H1p scratch), the stream
-// over all (receiver, sender) pairs, and the last layer on the sums; nothing of size
-// N*N*H is ever held. Backward takes recv/send from torch (Python glue) and returns
-// per-node and per-thread gradient pieces that the glue finishes with small GEMMs. Kernel
-// body: mpnn_message_sum_kernel.h, compiled three times (portable baseline, AVX2/FMA,
-// AVX-512), chosen at run time by cpu_has_avx512_core() / cpu_has_avx2_fma().
-//
-// Work split: OpenMP over units = (batch element, range of receivers). Receivers are
-// split only when the batch is too small to feed the threads; then backward's sender
-// gradient goes to per-thread buffers that Python sums (every other output row belongs
-// to one unit). Weight gradients always go to per-thread buffers.
+// Work split: OpenMP over units = (batch element, range of receivers).
+// * Forward: receivers are split only when the batch cannot feed the threads; every
+//   output row is summed by one unit in sender order, so the result does not depend on
+//   the split or the thread count.
+// * Backward is bitwise deterministic and independent of the thread count: the receiver
+//   split depends only on (B, N); the units are cut into a fixed number of contiguous
+//   groups (from the sizes only), each group runs sequentially on one thread and owns one
+//   partial buffer for the weight gradients; the partials (and a split batch element's
+//   sender gradients, one per receiver chunk) are summed afterwards in a fixed order.
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
@@ -33,42 +36,76 @@ namespace py = pybind11;
 namespace mimo_fast {
 namespace mpnn {
 
-// All tensors contiguous; H1, H2 are the padded sizes H1p, H2p.
+// All tensors contiguous. H1, H2, Fo are the op's sizes, H1p, H2p, Fop the padded ones
+// (weights arrive padded; recv/send/gin/outputs unpadded).
 struct FwdArgs {
-  const void* node;   // (B, N, F)
+  const void* recv;   // (B, N, H1)
+  const void* send;   // (B, N, H1)
   const void* edge;   // (B, N, N, E)
-  const void* waT;    // (F, H1) receiver part of w1, transposed
-  const void* wbT;    // (F, H1) sender part
-  const void* b1;     // (H1)
-  const void* weT;    // (E, H1) edge part
-  const void* w2t;    // (H1, H2)
-  const void* b2;     // (H2)
-  const void* w3;     // (Fo, H2)
-  const void* b3;     // (Fo)
+  const void* weT;    // (E, H1p) edge part of w1, transposed
+  const void* w2t;    // (H1p, H2p)
+  const void* b2;     // (H2p)
+  const void* w3t;    // (H2p, Fop), relu only
+  const void* b3;     // (Fop), relu only
   const unsigned char* mask;  // (B, N) or null
-  void* out;          // (B, N, Fo)
-  long B, N, F, E, H1, H2, Fo;
+  void* out;          // (B, N, H2) sums of h2, or (B, N, Fo) sums of relu(W3 h2 + b3)
+  bool relu;
+  long B, N, E, H1, H2, Fo, H1p, H2p, Fop;
 };
 
 struct BwdArgs {
+  const void* gin;    // (B, N, H2) (grad * mask) w3, or (B, N, Fo) grad * mask (relu)
   const void* recv;
   const void* send;
   const void* edge;
-  const void* weT;
-  const void* w2t;    // (H1, H2)
-  const void* w2;     // (H2, H1)
-  const void* b2;
+  const void* weT;    // (E, H1p)
+  const void* w2t;    // (H1p, H2p)
+  const void* w2;     // (H2p, H1p)
+  const void* b2;     // (H2p)
+  const void* w3t;    // (H2p, Fop), relu only
+  const void* w3;     // (Fop, H2p), relu only
+  const void* b3;     // (Fop), relu only
   const unsigned char* mask;
-  const void* gs;     // (B, N, H2) (grad * mask) w3
-  void* s;            // (B, N, H2) out, zero on entry (recomputed forward sum, for gW3)
-  void* grecv;        // (B, N, H1) out, zero on entry
-  void* gsend;        // (T or 1, B, N, H1) out, zero on entry
-  void* gedge;        // (B, N, N, E) out, zero on entry (invalid pairs stay zero)
-  void* gw2;          // (T, H2, H1) out, zero on entry
-  void* gb2;          // (T, H2)
-  void* gwe;          // (T, E, H1)
-  bool gsend_per_thread;
-  long B, N, E, H1, H2;
+  bool relu;
+  void* grecv;        // (B, N, H1) out
+  void* gsend;        // (B, N, H1) out
+  void* gedge;        // (B, N, N, E) out (invalid pairs zero)
+  void* gwe;          // (H1, E) out
+  void* gw2;          // (H2, H1) out
+  void* gb2;          // (H2) out
+  void* s;            // (B, N, H2) out (not relu), else null
+  void* gw3;          // (Fo, H2) out (relu), else null
+  void* gb3;          // (Fo) out (relu), else null
+  long B, N, E, H1, H2, Fo, H1p, H2p, Fop;
+};
+
+// Per-thread scratch: tiles of TP pairs and N-row buffers (padded widths).
+template <typename T>
+struct Work {
+  T* A1;   // (TP, H1p) h1
+  T* H2t;  // (TP, H2p) h2 (relu form)
+  T* G3;   // (TP, Fop) go3
+  T* G2;   // (TP, H2p) gp2
+  T* G1;   // (TP, H1p) gp1
+  T* R;    // (N, H1p) padded recv rows
+  T* Sd;   // (N, H1p) padded send rows
+  T* GI;   // (N, max(H2p, Fop)) padded gin rows
+  T* GR;   // (N, H1p) grecv
+  T* GS;   // (N, H1p) gsend of this unit
+  T* S;    // (N, max(H2p, Fop)) per-receiver sums
+  int* dst;
+  int* src;
+  long TP;
+};
+
+// One group's weight-gradient partials (padded layouts).
+template <typename T>
+struct Part {
+  T* gw2;  // (H2p, H1p)
+  T* gb2;  // (H2p)
+  T* gwe;  // (E, H1p)
+  T* gw3;  // (Fop, H2p)
+  T* gb3;  // (Fop)
 };
 
 namespace portable {
@@ -205,18 +242,21 @@ int choose_isa(int dtype, int isa, long H1, long H2) {
   return 2 * padded(kAvx512) <= 3 * padded(kAvx2) ? kAvx512 : kAvx2;
 }
 
-int thread_id() {
-#if MIMO_FAST_HAVE_OPENMP
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
+// Receiver chunks per batch element in forward: 1 unless the batch cannot feed the
+// threads (forward's results do not depend on the split).
+long chunks_per_batch(long B, long N, int nthreads) {
+  if (nthreads <= 1 || B >= 2 * nthreads) return 1;
+  return std::max(1L, std::min(N, (4L * nthreads + B - 1) / B));
 }
 
-// Receiver chunks per batch element: 1 unless the batch cannot feed the threads.
-long chunks_per_batch(long B, long N, int nthreads, bool allow_split) {
-  if (!allow_split || nthreads <= 1 || B >= 2 * nthreads) return 1;
-  return std::max(1L, std::min(N, (4L * nthreads + B - 1) / B));
+// Backward's split, from the sizes only (never the thread count), so that its sums run in
+// the same order on any machine: receivers are split when B < kMinUnits (enough units for
+// up to ~16 threads), and the units form at most kGroups contiguous groups.
+constexpr long kMinUnits = 32, kGroups = 32;
+long bwd_chunks(long B, long N) { return B >= kMinUnits ? 1 : std::max(1L, std::min(N, (kMinUnits + B - 1) / B)); }
+long bwd_groups(long units, long part_elems) {
+  const long cap = std::max(1L, (1L << 22) / std::max(1L, part_elems));  // partials <= 4M elements
+  return std::max(1L, std::min({units, kGroups, cap}));
 }
 
 // Pairs per tile: the h1 tile (TP x H1p) about 24 KiB, a multiple of 24 rows (kMR1 | 24).
@@ -226,9 +266,29 @@ long tile_pairs(long H1, long elem) {
   return (tp + 23) / 24 * 24;
 }
 
+// Per-thread scratch for Work<T>, one allocation.
+template <typename T>
+struct Scratch {
+  std::vector<T> buf;
+  std::vector<int> idx;
+  Work<T> w;
+  Scratch(long TP, long N, long H1, long H2, long Fo) {
+    const long D = std::max(H2, Fo);
+    const long sizes[11] = {TP * H1, TP * H2, TP * Fo, TP * H2, TP * H1, N * H1, N * H1, N * D, N * H1, N * H1, N * D};
+    long total = 0;
+    for (long s : sizes) total += s;
+    buf.assign(total, T(0));
+    idx.assign(2 * TP, 0);
+    T* p[11];
+    long off = 0;
+    for (int i = 0; i < 11; ++i) { p[i] = buf.data() + off; off += sizes[i]; }
+    w = Work<T>{p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], idx.data(), idx.data() + TP, TP};
+  }
+};
+
 template <typename T>
 void forward_impl(const FwdArgs& a, int nthreads, int isa) {
-  using Fn = void (*)(const FwdArgs&, long, long, long, T*, T*, T*, T*, int*, int*, long);
+  using Fn = void (*)(const FwdArgs&, long, long, long, const Work<T>&);
   Fn unit = &portable::fwd_unit<T>;
 #if MIMO_FAST_MPNN_AVX2
   if (isa == kAvx2) unit = &avx2::fwd_unit<T>;
@@ -236,25 +296,23 @@ void forward_impl(const FwdArgs& a, int nthreads, int isa) {
 #if MIMO_FAST_MPNN_AVX512
   if (isa == kAvx512) unit = &avx512::fwd_unit<T>;
 #endif
-  const long chunks = chunks_per_batch(a.B, a.N, nthreads, true);
+  const long chunks = chunks_per_batch(a.B, a.N, nthreads);
   const long units = a.B * chunks;
-  const long TP = tile_pairs(a.H1, sizeof(T));
+  const long TP = tile_pairs(a.H1p, sizeof(T));
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1 && units > 1)
   {
-    std::vector<T> A1(TP * a.H1), recv(a.N * a.H1), send(a.N * a.H1), S(a.N * a.H2);
-    std::vector<int> dst(TP), src(TP);
+    Scratch<T> sc(TP, a.N, a.H1p, a.H2p, a.relu ? a.Fop : 0);
 #pragma omp for schedule(dynamic, 1)
     for (long u = 0; u < units; ++u) {
       const long b = u / chunks, c = u % chunks;
-      unit(a, b, c * a.N / chunks, (c + 1) * a.N / chunks, A1.data(), recv.data(), send.data(),
-           S.data(), dst.data(), src.data(), TP);
+      unit(a, b, c * a.N / chunks, (c + 1) * a.N / chunks, sc.w);
     }
   }
 }
 
 template <typename T>
 void backward_impl(const BwdArgs& a, int nthreads, int isa) {
-  using Fn = void (*)(const BwdArgs&, long, long, long, T*, T*, T*, int*, int*, long, T*, T*, T*, T*);
+  using Fn = void (*)(const BwdArgs&, long, long, long, const Work<T>&, const Part<T>&, T*);
   Fn unit = &portable::bwd_unit<T>;
 #if MIMO_FAST_MPNN_AVX2
   if (isa == kAvx2) unit = &avx2::bwd_unit<T>;
@@ -262,49 +320,97 @@ void backward_impl(const BwdArgs& a, int nthreads, int isa) {
 #if MIMO_FAST_MPNN_AVX512
   if (isa == kAvx512) unit = &avx512::bwd_unit<T>;
 #endif
-  const long chunks = chunks_per_batch(a.B, a.N, nthreads, a.gsend_per_thread);
-  const long units = a.B * chunks;
-  const long TP = tile_pairs(a.H1, sizeof(T));
+  const long B = a.B, N = a.N, E = a.E, H1 = a.H1p, H2 = a.H2p, Fo = a.relu ? a.Fop : 0;
+  const long chunks = bwd_chunks(B, N);
+  const long units = B * chunks;
+  const long TP = tile_pairs(H1, sizeof(T));
+  // one partial per group: gw2 | gb2 | gwe | gw3 | gb3 (padded layouts)
+  const long o_gb2 = H2 * H1, o_gwe = o_gb2 + H2, o_gw3 = o_gwe + E * H1, o_gb3 = o_gw3 + Fo * H2;
+  const long P = o_gb3 + Fo;
+  const long G = bwd_groups(units, P);
+  std::vector<T> parts(G * P, T(0)), total(P, T(0));
+  // a split batch element's sender gradients, one (N x H1) slice per unit
+  std::vector<T> gsp(chunks > 1 ? units * N * a.H1 : 0);
+  T* gsend = static_cast<T*>(a.gsend);
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1 && units > 1)
   {
-    const long t = thread_id();
-    std::vector<T> A1(TP * a.H1), G2(TP * a.H2), G1(TP * a.H1);
-    std::vector<int> dst(TP), src(TP);
-    T* gw2 = static_cast<T*>(a.gw2) + t * a.H2 * a.H1;
-    T* gb2 = static_cast<T*>(a.gb2) + t * a.H2;
-    T* gwe = static_cast<T*>(a.gwe) + t * a.E * a.H1;
-    T* gsend = static_cast<T*>(a.gsend) + (a.gsend_per_thread ? t * a.B * a.N * a.H1 : 0);
+    {
+      Scratch<T> sc(TP, N, H1, H2, Fo);
 #pragma omp for schedule(dynamic, 1)
-    for (long u = 0; u < units; ++u) {
-      const long b = u / chunks, c = u % chunks;
-      unit(a, b, c * a.N / chunks, (c + 1) * a.N / chunks, A1.data(), G2.data(), G1.data(),
-           dst.data(), src.data(), TP, gw2, gb2, gwe, gsend);
+      for (long g = 0; g < G; ++g) {
+        T* base = parts.data() + g * P;
+        const Part<T> p{base, base + o_gb2, base + o_gwe, base + o_gw3, base + o_gb3};
+        for (long u = g * units / G; u < (g + 1) * units / G; ++u) {
+          const long b = u / chunks, c = u % chunks;
+          T* gs_out = chunks > 1 ? gsp.data() + u * N * a.H1 : gsend + b * N * a.H1;
+          unit(a, b, c * N / chunks, (c + 1) * N / chunks, sc.w, p, gs_out);
+        }
+      }
+    }
+    // fixed-order sums (each element by one thread, in group / chunk order)
+#pragma omp for schedule(static)
+    for (long k = 0; k < P; ++k) {
+      T acc = parts[k];
+      for (long g = 1; g < G; ++g) acc += parts[g * P + k];
+      total[k] = acc;
+    }
+    if (chunks > 1) {
+      const long per = N * a.H1;
+#pragma omp for schedule(static)
+      for (long k = 0; k < B * per; ++k) {
+        const long b = k / per, i = k % per;
+        const T* sp = gsp.data() + b * chunks * per + i;
+        T acc = sp[0];
+        for (long c = 1; c < chunks; ++c) acc += sp[c * per];
+        gsend[k] = acc;
+      }
+    }
+  }
+  // unpadded outputs
+  T* gw2 = static_cast<T*>(a.gw2);
+  T* gb2 = static_cast<T*>(a.gb2);
+  T* gwe = static_cast<T*>(a.gwe);
+  for (long i = 0; i < a.H2; ++i) {
+    for (long k = 0; k < a.H1; ++k) gw2[i * a.H1 + k] = total[i * H1 + k];
+    gb2[i] = total[o_gb2 + i];
+  }
+  for (long h = 0; h < a.H1; ++h)
+    for (long e = 0; e < E; ++e) gwe[h * E + e] = total[o_gwe + e * H1 + h];
+  if (a.relu) {
+    T* gw3 = static_cast<T*>(a.gw3);
+    T* gb3 = static_cast<T*>(a.gb3);
+    for (long q = 0; q < a.Fo; ++q) {
+      for (long i = 0; i < a.H2; ++i) gw3[q * a.H2 + i] = total[o_gw3 + q * H2 + i];
+      gb3[q] = total[o_gb3 + q];
     }
   }
 }
 
-void check_sizes(long B, long N, long E, long H1, long H2, int dtype, int isa, int nthreads) {
-  if (B < 0 || N < 1 || E < 0 || H1 < 1 || H2 < 1)
+void check_sizes(long B, long N, long E, long H1, long H2, long Fo, long H1p, long H2p, long Fop,
+                 bool relu, int dtype, int isa, int nthreads) {
+  if (B < 0 || N < 1 || E < 0 || H1 < 1 || H2 < 1 || Fo < 1)
     throw std::invalid_argument("mpnn_message_sum: bad sizes");
   const long m = pad_multiple(dtype, isa);
-  if (H1 % m || H2 % m)
-    throw std::invalid_argument("mpnn_message_sum: H1 and H2 must be padded to a multiple of " + std::to_string(m));
+  auto bad_pad = [&](long h, long hp) { return hp < h || hp % m || hp - h >= m; };
+  if (bad_pad(H1, H1p) || bad_pad(H2, H2p) || (relu && bad_pad(Fo, Fop)))
+    throw std::invalid_argument("mpnn_message_sum: H1p, H2p (and Fop) must be H1, H2 (Fo) rounded up to a multiple of " +
+                                std::to_string(m));
   if (N > (1L << 30) / std::max(1L, N)) throw std::invalid_argument("mpnn_message_sum: N too large");
   if (nthreads < 1) throw std::invalid_argument("mpnn_message_sum: nthreads must be >= 1");
 }
 
-void forward(int dtype, std::uintptr_t node, std::uintptr_t edge, std::uintptr_t waT,
-             std::uintptr_t wbT, std::uintptr_t b1, std::uintptr_t weT, std::uintptr_t w2t,
-             std::uintptr_t b2, std::uintptr_t w3, std::uintptr_t b3, std::uintptr_t mask,
-             std::uintptr_t out, long B, long N, long F, long E, long H1, long H2, long Fo,
-             int nthreads, int isa) {
-  check_sizes(B, N, E, H1, H2, dtype, isa, nthreads);
-  if (F < 1 || Fo < 1) throw std::invalid_argument("mpnn_message_sum: bad sizes");
+using uptr = std::uintptr_t;
+inline const void* cptr(uptr p) { return reinterpret_cast<const void*>(p); }
+inline void* wptr(uptr p) { return reinterpret_cast<void*>(p); }
+
+void forward(int dtype, uptr recv, uptr send, uptr edge, uptr weT, uptr w2t, uptr b2, uptr w3t,
+             uptr b3, uptr mask, uptr out, bool relu, long B, long N, long E, long H1, long H2,
+             long Fo, long H1p, long H2p, long Fop, int nthreads, int isa) {
+  check_sizes(B, N, E, H1, H2, Fo, H1p, H2p, Fop, relu, dtype, isa, nthreads);
   isa = pick_isa(isa);
-  auto c = [](std::uintptr_t p) { return reinterpret_cast<const void*>(p); };
-  FwdArgs a{c(node), c(edge), c(waT), c(wbT), c(b1), c(weT), c(w2t), c(b2), c(w3), c(b3),
-            reinterpret_cast<const unsigned char*>(mask), reinterpret_cast<void*>(out),
-            B, N, F, E, H1, H2, Fo};
+  FwdArgs a{cptr(recv), cptr(send), cptr(edge), cptr(weT), cptr(w2t), cptr(b2), cptr(w3t), cptr(b3),
+            reinterpret_cast<const unsigned char*>(mask), wptr(out), relu,
+            B, N, E, H1, H2, Fo, H1p, H2p, Fop};
   if (B == 0) return;
   py::gil_scoped_release release;
   switch (static_cast<DType>(dtype)) {
@@ -314,20 +420,17 @@ void forward(int dtype, std::uintptr_t node, std::uintptr_t edge, std::uintptr_t
   throw std::invalid_argument("mpnn_message_sum: unsupported dtype code " + std::to_string(dtype));
 }
 
-void backward(int dtype, std::uintptr_t recv, std::uintptr_t send, std::uintptr_t edge,
-              std::uintptr_t weT, std::uintptr_t w2t, std::uintptr_t w2, std::uintptr_t b2,
-              std::uintptr_t mask, std::uintptr_t gs, std::uintptr_t s, std::uintptr_t grecv,
-              std::uintptr_t gsend, bool gsend_per_thread, std::uintptr_t gedge,
-              std::uintptr_t gw2, std::uintptr_t gb2, std::uintptr_t gwe, long B, long N, long E,
-              long H1, long H2, int nthreads, int isa) {
-  check_sizes(B, N, E, H1, H2, dtype, isa, nthreads);
+void backward(int dtype, uptr gin, uptr recv, uptr send, uptr edge, uptr weT, uptr w2t, uptr w2,
+              uptr b2, uptr w3t, uptr w3, uptr b3, uptr mask, bool relu, uptr grecv, uptr gsend,
+              uptr gedge, uptr gwe, uptr gw2, uptr gb2, uptr s, uptr gw3, uptr gb3, long B, long N,
+              long E, long H1, long H2, long Fo, long H1p, long H2p, long Fop, int nthreads, int isa) {
+  check_sizes(B, N, E, H1, H2, Fo, H1p, H2p, Fop, relu, dtype, isa, nthreads);
   isa = pick_isa(isa);
-  auto c = [](std::uintptr_t p) { return reinterpret_cast<const void*>(p); };
-  auto w = [](std::uintptr_t p) { return reinterpret_cast<void*>(p); };
-  BwdArgs a{c(recv), c(send), c(edge), c(weT), c(w2t), c(w2), c(b2),
-            reinterpret_cast<const unsigned char*>(mask), c(gs), w(s), w(grecv), w(gsend),
-            w(gedge), w(gw2), w(gb2), w(gwe), gsend_per_thread, B, N, E, H1, H2};
-  if (B == 0) return;
+  if (relu ? (!gw3 || !gb3) : !s) throw std::invalid_argument("mpnn_message_sum: missing output buffer");
+  BwdArgs a{cptr(gin), cptr(recv), cptr(send), cptr(edge), cptr(weT), cptr(w2t), cptr(w2), cptr(b2),
+            cptr(w3t), cptr(w3), cptr(b3), reinterpret_cast<const unsigned char*>(mask), relu,
+            wptr(grecv), wptr(gsend), wptr(gedge), wptr(gwe), wptr(gw2), wptr(gb2), wptr(s),
+            wptr(gw3), wptr(gb3), B, N, E, H1, H2, Fo, H1p, H2p, Fop};
   py::gil_scoped_release release;
   switch (static_cast<DType>(dtype)) {
     case DType::f32: return backward_impl<float>(a, nthreads, isa);
@@ -342,22 +445,22 @@ void backward(int dtype, std::uintptr_t recv, std::uintptr_t send, std::uintptr_
 void bind_mpnn_message_sum(py::module_& m) {
   using namespace py::literals;
   m.def("mpnn_message_sum_pad", &mpnn::pad_multiple, "dtype"_a, "isa"_a = 0,
-        "Multiple that H1 and H2 must be zero-padded to (isa: 0 auto, 1 portable, 2 avx2, 3 avx512).");
+        "Multiple that H1, H2 (and Fo) must be zero-padded to (isa: 0 auto, 1 portable, 2 avx2, 3 avx512).");
   m.def("mpnn_message_sum_choose_isa", &mpnn::choose_isa, "dtype"_a, "isa"_a, "H1"_a, "H2"_a,
         "Concrete isa code to run for these (unpadded) hidden sizes: a forced isa as is, auto "
         "-> avx512 unless its padding inflates H1*H2 by more than 1.5x over avx2's.");
   m.def("mpnn_message_sum_isa", &mpnn::isa_name,
         "isa"_a = 0, "The instruction set the kernels run with for this isa code.");
-  m.def("mpnn_message_sum_forward", &mpnn::forward, "dtype"_a, "node"_a, "edge"_a, "waT"_a,
-        "wbT"_a, "b1"_a, "weT"_a, "w2t"_a, "b2"_a, "w3"_a, "b3"_a, "mask"_a, "out"_a, "B"_a, "N"_a,
-        "F"_a, "E"_a, "H1"_a, "H2"_a, "Fo"_a, "nthreads"_a, "isa"_a = 0,
-        "out = the whole op (mimo_fast.ops.mpnn_message_sum). Pointers to contiguous buffers; "
-        "H1/H2 zero-padded (mpnn_message_sum_pad); w1 split into waT, wbT (F, H1) and weT (E, H1).");
-  m.def("mpnn_message_sum_backward", &mpnn::backward, "dtype"_a, "recv"_a, "send"_a, "edge"_a,
-        "weT"_a, "w2t"_a, "w2"_a, "b2"_a, "mask"_a, "gs"_a, "s"_a, "grecv"_a, "gsend"_a,
-        "gsend_per_thread"_a, "gedge"_a, "gw2"_a, "gb2"_a, "gwe"_a, "B"_a, "N"_a, "E"_a, "H1"_a,
-        "H2"_a, "nthreads"_a, "isa"_a = 0,
-        "Gradients of the fused message sum (see mimo_fast/ops/cpu/mpnn_message_sum.py).");
+  m.def("mpnn_message_sum_forward", &mpnn::forward, "dtype"_a, "recv"_a, "send"_a, "edge"_a, "weT"_a,
+        "w2t"_a, "b2"_a, "w3t"_a, "b3"_a, "mask"_a, "out"_a, "relu"_a, "B"_a, "N"_a, "E"_a, "H1"_a,
+        "H2"_a, "Fo"_a, "H1p"_a, "H2p"_a, "Fop"_a, "nthreads"_a, "isa"_a = 0,
+        "Pair-kernel forward (PairKernels.forward of mimo_fast/ops/mpnn_message_sum.py). "
+        "Pointers to contiguous buffers; weights zero-padded to H1p/H2p/Fop (mpnn_message_sum_pad).");
+  m.def("mpnn_message_sum_backward", &mpnn::backward, "dtype"_a, "gin"_a, "recv"_a, "send"_a,
+        "edge"_a, "weT"_a, "w2t"_a, "w2"_a, "b2"_a, "w3t"_a, "w3"_a, "b3"_a, "mask"_a, "relu"_a,
+        "grecv"_a, "gsend"_a, "gedge"_a, "gwe"_a, "gw2"_a, "gb2"_a, "s"_a, "gw3"_a, "gb3"_a, "B"_a,
+        "N"_a, "E"_a, "H1"_a, "H2"_a, "Fo"_a, "H1p"_a, "H2p"_a, "Fop"_a, "nthreads"_a, "isa"_a = 0,
+        "Pair-kernel backward (PairKernels.backward); deterministic, independent of nthreads.");
 }
 
 }  // namespace mimo_fast

@@ -1,4 +1,4 @@
-// mpnn_message_sum, CUDA backend: launches of the projection and forward kernels
+// mpnn_message_sum, CUDA backend: launches of the forward pair kernel
 // (mpnn_message_sum_kernels.cuh), the launch configuration and the pybind11 bindings
 // (backward: mpnn_message_sum_backward.cu). Raw pointers and torch's stream as an integer,
 // no libtorch.
@@ -14,23 +14,13 @@ namespace py = pybind11;
 namespace mimo_fast {
 namespace mpnn_cuda {
 
-template <typename T>
-void launch_proj(const Config& c, const T* node, const T* w1, const T* b1, T* recv, T* send, cudaStream_t st) {
-  if (c.B * c.N == 0) return;
-  launch_kernel(proj_kernel<T>, dim3(unsigned(c.proj_blocks)), c.proj_smem, st, "mpnn_message_sum proj_kernel",
-                node, w1, b1, recv, send, c.B * c.N, int(c.F), int(c.E), int(c.H1), c.H1P);
-}
-
-template void launch_proj<float>(const Config&, const float*, const float*, const float*, float*, float*, cudaStream_t);
-template void launch_proj<double>(const Config&, const double*, const double*, const double*, double*, double*,
-                                  cudaStream_t);
-
 template <typename T, int TM, int TN>
 void launch_fwd_tiled(const Config& c, FwdParams<T> p, cudaStream_t st) {
   // grids past CUDA's limit run in several launches (block0 = first block of the launch)
   for (long block0 = 0; block0 < c.fwd_blocks; block0 += c.max_grid) {
     p.block0 = block0;
-    launch_kernel(fwd_kernel<T, TM, TN>, dim3(unsigned(std::min(c.max_grid, c.fwd_blocks - block0))),
+    auto kernel = c.relu ? fwd_kernel<T, TM, TN, true> : fwd_kernel<T, TM, TN, false>;
+    launch_kernel(kernel, dim3(unsigned(std::min(c.max_grid, c.fwd_blocks - block0))),
                   c.fwd_smem, st, "mpnn_message_sum fwd_kernel", p);
   }
 }
@@ -79,21 +69,22 @@ void check_runnable(const Config& c) {
   if (!c.refusal.empty()) throw std::invalid_argument("mpnn_message_sum (cuda): " + c.refusal);
 }
 
-// All tensors contiguous, on the current device; recv/send are (B*N, H1P) scratch buffers.
-void forward(int dtype, std::uintptr_t node, std::uintptr_t edge, std::uintptr_t w1, std::uintptr_t b1,
+// All tensors contiguous, on the current device. recv, send: (B*N, H1P) (zero past H1); we:
+// (H1, E); out: s (B*N, H2) for relu = false, (B*N, Fo) for relu = true.
+void forward(int dtype, bool relu, std::uintptr_t recv, std::uintptr_t send, std::uintptr_t edge, std::uintptr_t we,
              std::uintptr_t w2, std::uintptr_t b2, std::uintptr_t w3, std::uintptr_t b3, std::uintptr_t mask,
-             std::uintptr_t out, std::uintptr_t recv, std::uintptr_t send, long B, long N, long F, long E, long H1,
-             long H2, long Fo, int sm_count, long smem_block, long smem_sm, std::uintptr_t stream, long max_grid) {
-  const Config c = make_config(B, N, F, E, H1, H2, Fo, dtype, DeviceLimits{sm_count, smem_block, smem_sm}, max_grid);
+             std::uintptr_t out, long B, long N, long E, long H1, long H2, long Fo, int sm_count, long smem_block,
+             long smem_sm, std::uintptr_t stream, long max_grid) {
+  const Config c =
+      make_config(B, N, E, H1, H2, Fo, dtype, relu, DeviceLimits{sm_count, smem_block, smem_sm}, max_grid);
   check_runnable(c);
   if (B == 0) return;
   const cudaStream_t st = cuda::as_stream(stream);
   auto run = [&](auto zero) {
     using T = decltype(zero);
-    launch_proj<T>(c, cptr<T>(node), cptr<T>(w1), cptr<T>(b1), mptr<T>(recv), mptr<T>(send), st);
-    FwdParams<T> p{cptr<T>(recv), cptr<T>(send), cptr<T>(edge), cptr<T>(w1), cptr<T>(w2), cptr<T>(b2),
+    FwdParams<T> p{cptr<T>(recv), cptr<T>(send), cptr<T>(edge), cptr<T>(we), cptr<T>(w2), cptr<T>(b2),
                    cptr<T>(w3), cptr<T>(b3), reinterpret_cast<const unsigned char*>(mask), mptr<T>(out), 0,
-                   B * N, int(N), int(F), int(E), int(H1), int(H2), int(Fo), c.H1P, c.H2P,
+                   B * N, int(N), int(E), int(H1), int(H2), int(Fo), c.H1P, c.H2P, c.FoP, c.fwd_FC,
                    c.fwd.TC, c.fwd.TR, c.fwd.BM, c.fwd.BJ, c.fwd.RN};
     launch_fwd<T>(c, p, st);
   };
@@ -108,22 +99,22 @@ py::dict tile_dict(const Tile& t) {
   return d;
 }
 
-py::dict launch_config(long B, long N, long F, long E, long H1, long H2, long Fo, int dtype, int sm_count,
+py::dict launch_config(long B, long N, long E, long H1, long H2, long Fo, int dtype, bool relu, int sm_count,
                        long smem_block, long smem_sm, long max_grid) {
-  const Config c = make_config(B, N, F, E, H1, H2, Fo, dtype, DeviceLimits{sm_count, smem_block, smem_sm}, max_grid);
+  const Config c =
+      make_config(B, N, E, H1, H2, Fo, dtype, relu, DeviceLimits{sm_count, smem_block, smem_sm}, max_grid);
   py::dict d;
   d["refusal"] = c.refusal;
-  d["H1P"] = c.H1P; d["H2P"] = c.H2P; d["threads"] = kThreads;
+  d["relu"] = c.relu;
+  d["H1P"] = c.H1P; d["H2P"] = c.H2P; d["FoP"] = c.FoP; d["threads"] = kThreads;
   if (!c.refusal.empty() && c.H1P == 0) return d;
   py::dict f = tile_dict(c.fwd);
-  f["blocks"] = c.fwd_blocks; f["launches"] = c.fwd_launches; f["smem"] = c.fwd_smem;
+  f["FC"] = c.fwd_FC; f["blocks"] = c.fwd_blocks; f["launches"] = c.fwd_launches; f["smem"] = c.fwd_smem;
   f["grid"] = std::min(c.fwd_blocks, c.max_grid);
   py::dict bw = tile_dict(c.bwd);
   bw["CW"] = c.CW; bw["S"] = c.S; bw["RG"] = c.RG; bw["G"] = c.G; bw["items"] = c.items;
-  bw["blocks"] = c.bwd_blocks; bw["smem"] = c.bwd_smem;
-  py::dict pr;
-  pr["nodes"] = c.proj_nodes; pr["blocks"] = c.proj_blocks; pr["smem"] = c.proj_smem;
-  d["fwd"] = f; d["bwd"] = bw; d["proj"] = pr;
+  bw["FC"] = c.bwd_FC; bw["S3"] = c.S3; bw["blocks"] = c.bwd_blocks; bw["smem"] = c.bwd_smem;
+  d["fwd"] = f; d["bwd"] = bw;
   return d;
 }
 
@@ -140,20 +131,22 @@ void bind_backward(py::module_& m);  // mpnn_message_sum_backward.cu
 
 void bind_mpnn_message_sum_cuda(py::module_& m) {
   using namespace py::literals;
-  m.def("mpnn_message_sum_launch_config", &mpnn_cuda::launch_config, "B"_a, "N"_a, "F"_a, "E"_a, "H1"_a,
-        "H2"_a, "Fo"_a, "dtype"_a, "sm_count"_a = 132, "smem_block"_a = 232448, "smem_sm"_a = 233472,
+  m.def("mpnn_message_sum_launch_config", &mpnn_cuda::launch_config, "B"_a, "N"_a, "E"_a, "H1"_a, "H2"_a,
+        "Fo"_a, "dtype"_a, "relu"_a = false, "sm_count"_a = 132, "smem_block"_a = 232448, "smem_sm"_a = 233472,
         "max_grid"_a = long(cuda::kMaxGridX),
-        "Launch geometry of the cuda mpnn_message_sum kernels (pure function of the sizes and the "
-        "device limits; defaults: an H100 SXM). 'refusal' is empty when the sizes can run.");
+        "Launch geometry of the cuda mpnn_message_sum pair kernels for out_act 'relu' (relu=True) or "
+        "'none' (pure function of the sizes and the device limits; defaults: an H100 SXM). 'refusal' "
+        "is empty when the sizes can run.");
   m.def("mpnn_message_sum_device_limits", &mpnn_cuda::limits, "device"_a,
         "(sm_count, shared memory per block (opt-in), shared memory per SM) of a CUDA device.");
-  m.def("mpnn_message_sum_forward", &mpnn_cuda::forward, "dtype"_a, "node"_a, "edge"_a, "w1"_a, "b1"_a,
-        "w2"_a, "b2"_a, "w3"_a, "b3"_a, "mask"_a, "out"_a, "recv"_a, "send"_a, "B"_a, "N"_a, "F"_a, "E"_a,
-        "H1"_a, "H2"_a, "Fo"_a, "sm_count"_a, "smem_block"_a, "smem_sm"_a, "stream"_a,
-        "max_grid"_a = long(cuda::kMaxGridX),
-        "out = mpnn_message_sum(...) on the GPU. Contiguous device pointers; recv/send: (B*N, H1P) "
-        "scratch; mask: uint8 (B, N) or 0; stream: cudaStream_t as an integer; max_grid: blocks "
-        "per launch (CUDA's limit; smaller values only to test the chunked launches).");
+  m.def("mpnn_message_sum_forward", &mpnn_cuda::forward, "dtype"_a, "relu"_a, "recv"_a, "send"_a, "edge"_a,
+        "we"_a, "w2"_a, "b2"_a, "w3"_a, "b3"_a, "mask"_a, "out"_a, "B"_a, "N"_a, "E"_a, "H1"_a, "H2"_a, "Fo"_a,
+        "sm_count"_a, "smem_block"_a, "smem_sm"_a, "stream"_a, "max_grid"_a = long(cuda::kMaxGridX),
+        "Pair forward of mpnn_message_sum on the GPU: out = s (B*N, H2) = sum_j h2 for relu=False, "
+        "sum_j relu(W3 h2 + b3) (B*N, Fo) for relu=True. Contiguous device pointers; recv/send: "
+        "(B*N, H1P), zero past H1; we: (H1, E); mask: uint8 (B, N) or 0; stream: cudaStream_t as an "
+        "integer; max_grid: blocks per launch (CUDA's limit; smaller values only to test the "
+        "chunked launches).");
   mpnn_cuda::bind_backward(m);
 }
 

@@ -1,7 +1,8 @@
 // mpnn_message_sum, CUDA backend: device pieces shared by the forward and backward kernels:
-// vector loads, the rebuild of h1 = relu(p1) for a tile of pair rows, and GEMM1
-// (p2 = h1 W2^T for the tile, register-blocked; see mpnn_message_sum_cuda.cuh for the
-// tile geometry). IEEE arithmetic only (FMA in the dtype, no tensor cores / TF32).
+// vector loads, the rebuild of h1 = relu(p1) for a tile of pair rows, GEMM1 (p2 = h1 W2^T
+// for the tile, register-blocked; see mpnn_message_sum_cuda.cuh for the tile geometry) and
+// the row-by-row dot blocks of GEMM3 (p3 = h2 W3^T, out_act "relu"). IEEE arithmetic only
+// (FMA in the dtype, no tensor cores / TF32).
 #pragma once
 
 #include "mpnn_message_sum/mpnn_message_sum_cuda.cuh"
@@ -60,6 +61,13 @@ __device__ __forceinline__ void st4(double* p, const double* v) {
   MPNN_CHECK_ALIGNED(p, 16);
   *reinterpret_cast<double2*>(p) = make_double2(v[0], v[1]);
   *reinterpret_cast<double2*>(p + 2) = make_double2(v[2], v[3]);
+}
+
+// n (a multiple of 4) consecutive values, 16-byte aligned
+template <int n, typename T>
+__device__ __forceinline__ void stv(T* p, const T* v) {
+#pragma unroll
+  for (int i = 0; i < n; i += 4) st4(p + i, v + i);
 }
 
 template <typename T>
@@ -160,6 +168,41 @@ __device__ __forceinline__ void gemm1(const PairTile<T>& a, T* As2, T* Bs2, T (&
         for (int c = 0; c < TN; ++c) acc[i][c] += av[i] * bv[c];
     }
     __syncthreads();
+  }
+}
+
+// W3 rows f0 .. f0 + FC ("relu") into shared memory as [o][h] (pitch H2P + 4),
+// zero past Fo and H2.
+template <typename T>
+__device__ __forceinline__ void stage_w3(const T* w3, T* w3s, int f0, int FC, int Fo, int H2, int H2P) {
+  for (int idx = threadIdx.x; idx < FC * H2P; idx += kThreads) {
+    const int o = f0 + idx / H2P, h = idx % H2P;
+    w3s[(idx / H2P) * (H2P + 4) + h] = (o < Fo && h < H2) ? w3[long(o) * H2 + h] : T(0);
+  }
+}
+
+// acc[i][c] = sum_{k < K} A[i * lda + k] W[c * ldw + k] for RB rows of A and 4 rows of W,
+// both k-contiguous with 16-byte aligned rows (K a multiple of 4): RB + 4 vector loads per
+// 16 RB FMAs. GEMM3 (p3 = h2 W3^T) and, in backward, gd2 = go3 W3 run on it.
+template <typename T, int RB>
+__device__ __forceinline__ void dot_rows(const T* A, int lda, const T* W, int ldw, int K, T (&acc)[RB][4]) {
+#pragma unroll
+  for (int i = 0; i < RB; ++i)
+#pragma unroll
+    for (int c = 0; c < 4; ++c) acc[i][c] = T(0);
+  for (int k = 0; k < K; k += 4) {
+    T a[RB][4];
+#pragma unroll
+    for (int i = 0; i < RB; ++i) ldv<4>(A + long(i) * lda + k, a[i]);
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      T w[4];
+      ldv<4>(W + long(c) * ldw + k, w);
+#pragma unroll
+      for (int i = 0; i < RB; ++i)
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk) acc[i][c] += a[i][kk] * w[kk];
+    }
   }
 }
 

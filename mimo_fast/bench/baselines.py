@@ -4,6 +4,10 @@
   one ``(B, N, N, 2F+E)`` tensor, run the MLP on it, mask, sum.
 * ``mpnn_careful``: the best plain form — first layer split into per-node projections,
   sum over senders before the last layer (still ``(B, N, N, H)`` activations).
+* ``mpnn_naive_relu`` / ``mpnn_careful_relu``: the same for ``out_act="relu"`` (a ReLU
+  after the last layer, before the sum): the last layer must run per pair, so careful
+  keeps the first-layer split and runs W2, W3 as 2-D addmm on ``(B*N*N, H)`` rows with
+  in-place ReLUs (still ``(B, N, N, H)`` and ``(B, N, N, Fo)`` activations).
 * ``ep_linalg``: ``torch.linalg.cholesky`` + ``cholesky_solve`` + ``cholesky_inverse``;
   ``ep_inv``: an explicit ``torch.linalg.inv`` (what published EP code does);
   ``ep_triangular``: Cholesky + one triangular inverse ``W = L^{-1}``, ``var = sum W^2``.
@@ -39,6 +43,27 @@ def mpnn_careful(node, edge, w1, b1, w2, b2, w3, b3, mask=None):
     valid = _valid(mask, B, N, node.device, node.dtype)
     s = torch.einsum("bnjh,bnj->bnh", h2, valid)
     out = s @ w3.T + valid.sum(-1, keepdim=True) * b3
+    return out if mask is None else out * mask[:, :, None].to(out.dtype)
+
+
+def mpnn_naive_relu(node, edge, w1, b1, w2, b2, w3, b3, mask=None):
+    B, N, F = node.shape
+    pairs = torch.cat([node[:, :, None, :].expand(B, N, N, F), node[:, None, :, :].expand(B, N, N, F), edge], -1)
+    msg = torch.relu(torch.relu(torch.relu(pairs @ w1.T + b1) @ w2.T + b2) @ w3.T + b3)   # (B, N, N, Fo)
+    out = (msg * _valid(mask, B, N, node.device, node.dtype)[..., None]).sum(2)
+    return out if mask is None else out * mask[:, :, None].to(out.dtype)
+
+
+def mpnn_careful_relu(node, edge, w1, b1, w2, b2, w3, b3, mask=None):
+    B, N, F = node.shape
+    H1, H2, Fo = w1.shape[0], w2.shape[0], w3.shape[0]
+    x = node.reshape(B * N, F)
+    recv = torch.addmm(b1, x, w1[:, :F].T).reshape(B, N, 1, H1)
+    send = torch.mm(x, w1[:, F:2 * F].T).reshape(B, 1, N, H1)
+    h1 = torch.relu_(edge @ w1[:, 2 * F:].T + recv + send).reshape(-1, H1)
+    h2 = torch.relu_(torch.addmm(b2, h1, w2.T))
+    msg = torch.relu_(torch.addmm(b3, h2, w3.T)).reshape(B, N, N, Fo)
+    out = torch.einsum("bnjo,bnj->bno", msg, _valid(mask, B, N, node.device, node.dtype))
     return out if mask is None else out * mask[:, :, None].to(out.dtype)
 
 
@@ -87,7 +112,9 @@ def amp_eager(H, y, x, v, z_prev, V_prev, noise_var):
     return r, Sigma, z, V
 
 
-def mpnn_flops(B, N, F, E, H1, H2, Fo) -> float:
+def mpnn_flops(B, N, F, E, H1, H2, Fo, out_act="none") -> float:
     """Forward multiply-adds x2 of the split form: per-node projections, the per-pair
-    edge term and H1 x H2 layer, and the last layer once per node."""
-    return 2.0 * (B * N * 2 * F * H1 + B * N * N * (E * H1 + H1 * H2) + B * N * H2 * Fo)
+    edge term and H1 x H2 layer, and the last layer once per node ("none") or once per
+    pair ("relu")."""
+    last = B * N * N * H2 * Fo if out_act == "relu" else B * N * H2 * Fo
+    return 2.0 * (B * N * 2 * F * H1 + B * N * N * (E * H1 + H1 * H2) + last)

@@ -108,12 +108,17 @@ def add_parser(sub) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.repeat < 1:
         raise SystemExit("mimo-fast bench: --repeat must be >= 1")
-    from mimo_fast import info
+    from mimo_fast import info, outputs
+    if args.json:
+        try:   # checked (folder created) before any timing; written atomically at the end
+            outputs.check_file(args.json, "--json")
+        except outputs.OutputPathError as exc:
+            raise SystemExit(f"mimo-fast bench: error: {exc}") from None
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; ratios are against the first row of each shape")
     rows = run(args.op, quick=args.quick, backward=args.backward, repeat=args.repeat, device=args.device,
                shape_names=args.shape)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": info.collect(), "rows": rows}, f, indent=2, default=str)
+        outputs.write_text(args.json, json.dumps({"machine": info.collect(), "rows": rows}, indent=2,
+                                                 default=str) + "\n")
     return 1 if any(r["check"] != "ok" for r in rows) else 0

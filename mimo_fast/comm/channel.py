@@ -25,6 +25,9 @@ def noise_var_from_snr(snr_db, nr: int, nt: int, es: float = 1.0) -> float:
     """Complex noise variance per receive antenna for an SNR in dB (see module doc)."""
     if nr < 1 or nt < 1:
         raise ValueError(f"nr and nt must be >= 1, got nr={nr}, nt={nt}")
+    if not math.isfinite(float(snr_db)):
+        # -inf: a zero SNR (division by zero); +inf: zero noise, which every detector divides by
+        raise ValueError(f"SNR must be a finite number of dB, got {float(snr_db)}")
     return nt * es / (nr * 10.0 ** (float(snr_db) / 10.0))
 
 

@@ -119,6 +119,26 @@ def _real_gram(H, y, s2):
     return gram, rhs
 
 
+def _cavity(mu, Sigma, lam, gam, v_min):
+    """The cavity (7b)-(7c): ``v = Sigma / (1 - Sigma lam)``, ``x = v (mu / Sigma - gam)``,
+    written ``x = (mu - Sigma gam) / (1 - Sigma lam)``.
+
+    The mean comes from the *unfloored* variance; only the returned variance is floored at
+    ``v_min``. (Flooring first, ``x = max(v, v_min) (mu / Sigma - gam)``, scales the mean by
+    ``v_min / v`` whenever the true cavity variance is below the floor: at high SNR on small
+    systems, e.g. 1x1 16-QAM at 60 dB where Sigma ~ 2e-7 < 5e-7, x_obs came out ~2.2x the
+    LMMSE mean, past the outer level -- EP's error floor of issue 18.) Where the cavity is
+    not a proper Gaussian (``1 - Sigma lam <= 0`` by rounding) the LMMSE posterior
+    ``(mu, Sigma)`` stands in for it. Same rule as ``cavity_impl`` in
+    csrc/ep_detector/ep_iteration.cpp."""
+    den = 1 - Sigma * lam
+    ok = den > 0
+    den = torch.where(ok, den, torch.ones_like(den))
+    x_obs = torch.where(ok, (mu - Sigma * gam) / den, mu)
+    v_obs = torch.where(ok, Sigma / den, Sigma).clamp_min(v_min)
+    return x_obs, v_obs
+
+
 class EP(Detector):
     """Expectation propagation (E2E paper eqs. 6-10), real-equivalent model.
 
@@ -126,7 +146,8 @@ class EP(Detector):
     ``iterations`` T, ``damping`` eta of (10) (the kept fraction of the previous
     lam, gam), ``lam0`` the initial precision (a float, or ``"prior"`` = 1 / E[x_K^2] so
     iteration 1 is the LMMSE estimate -- measured ~1.3x worse SER at 8x8 16-QAM 20 dB),
-    ``v_min`` floor on the posterior variance (5e-7, as in Cespedes et al.). Logits come from the cavity (7) of the last
+    ``v_min`` floor on the posterior variance (5e-7, as in Cespedes et al.; it floors the cavity
+    and moment-matched variances, never the cavity mean: :func:`_cavity`). Logits come from the cavity (7) of the last
     iteration: ``-(Re s - x_obs)^2 / (2 v_obs) - (Im s - x_obs')^2 / (2 v_obs')``.
     """
     name = "ep"
@@ -150,8 +171,7 @@ class EP(Detector):
 
     def _iteration_torch(self, mu, Sigma, lam, gam, levels, log_prior, update: bool):
         """Eqs. (7)-(10) after the LMMSE step; returns (x_obs, v_obs, lam, gam)."""
-        v_obs = (Sigma / (1 - Sigma * lam)).clamp_min(self.v_min)                     # (7b)
-        x_obs = v_obs * (mu / Sigma - gam)                                             # (7c)
+        x_obs, v_obs = _cavity(mu, Sigma, lam, gam, self.v_min)                        # (7b), (7c)
         if not update:
             return x_obs, v_obs, lam, gam
         x_hat, v_hat = pam_moments(x_obs, v_obs, levels, log_prior)                   # (8)

@@ -52,6 +52,34 @@ class SimConfig:
         return dataclasses.asdict(self)
 
 
+#: SNR points ``simulate`` accepts, in dB. Outside, the noise variance ``Nt Es / (Nr SNR)``
+#: overflows float32 (below about -380 dB) or is zero (+inf), and well before that the
+#: point says nothing a detector comparison needs (every detector guesses, or none errs).
+SNR_RANGE_DB = (-100.0, 200.0)
+
+
+def check_snr(snr_db: Sequence[float], option: str = "--snr") -> list:
+    """The SNR points as floats, or ``ValueError`` naming ``option`` and the bad value:
+    NaN and +-inf are refused (-inf made a zero SNR, a division by zero; +inf a zero noise
+    variance and a JSON ``Infinity``), and so are points outside :data:`SNR_RANGE_DB`."""
+    out = []
+    lo, hi = SNR_RANGE_DB
+    for s in snr_db:
+        try:
+            v = float(s)
+        except (TypeError, ValueError):
+            raise ValueError(f"{option}: {s!r} is not a number (SNR in dB)") from None
+        if not math.isfinite(v):
+            raise ValueError(f"{option}: {v} is not a finite SNR in dB; give points in [{lo:g}, {hi:g}] dB")
+        if not lo <= v <= hi:
+            raise ValueError(f"{option}: {v:g} dB is outside the supported [{lo:g}, {hi:g}] dB (the noise "
+                             "variance would over- or underflow the detectors' float32 arithmetic)")
+        out.append(v)
+    if not out:
+        raise ValueError(f"{option}: give at least one SNR point")
+    return out
+
+
 def _dist():
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -173,14 +201,36 @@ def run_point(detectors: dict, constellation, cfg: SimConfig, snr_db: float, poi
 
 
 def simulate(detectors: dict, constellation, cfg: SimConfig, snr_db: Sequence[float],
-             progress: bool = True) -> list:
+             progress: bool = True, *, done: Optional[dict] = None, on_point=None) -> list:
     """SER/BER of each detector (``{name: module}``) at each SNR (dB). Results are
     ordered by detector, then SNR; ``seconds`` is the detector's own time at that point
-    (the slowest rank's under torch.distributed)."""
+    (the slowest rank's under torch.distributed).
+
+    ``done``: ``{point index: [result dicts]}`` of points already run (a resumed run): they
+    are not run again. Point ``i`` always draws from its own generator
+    (:func:`point_generator`), so a resumed run gives the numbers an uninterrupted one
+    would. ``on_point(results, points)`` is called after each point completes with the
+    results of every point finished so far, in the final order, and their indices (to
+    write partial results)."""
     cfg.validate()
+    snr_db = check_snr(snr_db)
     constellation = comm.as_constellation(constellation)
-    per_point = [run_point(detectors, constellation, cfg, s, i, progress) for i, s in enumerate(snr_db)]
-    return [r for name in detectors for pt in per_point for r in pt if r["detector"] == name]
+    from mimo_fast.detect import regime
+    for name, det in detectors.items():   # a one-time warning where a detector is out of its regime
+        regime.check(det, name, nr=cfg.nr, nt=cfg.nt, channel=cfg.channel, rho_rx=cfg.rho_rx,
+                     rho_tx=cfg.rho_tx, stacklevel=2)
+    per_point = dict(done or {})
+
+    def ordered():
+        return [r for name in detectors for i in sorted(per_point) for r in per_point[i] if r["detector"] == name]
+
+    for i, s in enumerate(snr_db):
+        if i in per_point:
+            continue
+        per_point[i] = run_point(detectors, constellation, cfg, s, i, progress)
+        if on_point is not None:
+            on_point(ordered(), sorted(per_point))
+    return ordered()
 
 
 def format_table(results: list) -> str:
@@ -226,5 +276,8 @@ def plot(results: list, path: str, title: str = "", bounds: Optional[dict] = Non
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    from mimo_fast.outputs import save_figure
+    try:
+        save_figure(fig, path, dpi=120)     # atomic: never a half-written image
+    finally:
+        plt.close(fig)

@@ -10,9 +10,20 @@ features ``f_n``, edge attributes ``e_nj`` (seen by receiver n) and node attribu
     u_n^(l) = W_2 g_n^(l) + b_2                                    (17b), E2E (2b)
     p_n     = softmax(R(u_n^(L)))                                  (18), (29), E2E (3)
 
-``D`` and ``R`` are 3-layer MLPs (two ReLU hidden layers). The all-pairs sum is
-:func:`mimo_fast.ops.mpnn_message_sum`, so the fused backends do the ``N^2`` work without
-holding a per-pair buffer. ``(u, g)`` after L rounds is handed to the next outer iteration
+``D`` and ``R`` are 3-layer MLPs. Their activations are options (the parameters do not
+change with them; docs/fidelity.md gives the sources):
+
+* ``message_out_act``: ``"none"`` (default; the AMP-GNN paper's text: ReLU after the two
+  hidden layers of ``D`` only) or ``"relu"`` (the GEPNet and GNN-detector authors' code:
+  a ReLU after ``D``'s last layer too, per message, before the sum over senders);
+* ``readout_act``: ``"relu"`` (default; ReLU after ``R``'s hidden layers) or ``"none"``
+  (the authors' code: ``R`` is affine, the softmax follows);
+* ``attr_features=0``: the GRU's input is the message sum alone (``[m_n]``, no ``d_n``;
+  the GNN-detector authors' code and GNN-tx).
+
+The all-pairs sum is :func:`mimo_fast.ops.mpnn_message_sum` (its ``out_act`` is
+``message_out_act``), so the fused backends do the ``N^2`` work without holding a
+per-pair buffer. ``(u, g)`` after L rounds is handed to the next outer iteration
 (eq. 19): :meth:`MPNN.encode` starts it, :meth:`MPNN.forward` runs the L rounds,
 :meth:`MPNN.readout` gives the unnormalised logits ``R(u)`` (callers take the softmax).
 
@@ -28,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from mimo_fast import ops
-from mimo_fast.nn.mlp import MLP, check_sizes
+from mimo_fast.nn.mlp import MLP, check_act, check_sizes
 
 
 def _positive_int(name: str, v) -> int:
@@ -54,13 +65,18 @@ class MPNN(nn.Module):
         readout_in: input size of ``R`` (default ``node_size``; the E2E paper's GNN-rx reads
             two nodes' features stacked, ``2 S_u``).
         rounds: ``L``, message-passing rounds per call.
+        message_out_act: ``"none"`` or ``"relu"``: activation after the message MLP's last
+            layer, per message before the sum (the op's ``out_act``).
+        readout_act: ``"relu"`` or ``"none"``: activation after the readout MLP's hidden
+            layers (``"none"``: an affine readout).
         backend: passed to :func:`mimo_fast.ops.mpnn_message_sum` (None = automatic).
     """
 
     def __init__(self, *, readout_out: int, in_features: int = 3, edge_features: int = 2,
                  attr_features: int = 2, node_size: int = 8, message_hidden=(64, 32),
                  gru_size: int = 64, readout_hidden=(64, 32), readout_in: Optional[int] = None,
-                 rounds: int = 2, backend: Optional[str] = None):
+                 rounds: int = 2, message_out_act: str = "none", readout_act: str = "relu",
+                 backend: Optional[str] = None):
         super().__init__()
         for name, v in (("readout_out", readout_out), ("in_features", in_features),
                         ("edge_features", edge_features), ("node_size", node_size),
@@ -71,13 +87,17 @@ class MPNN(nn.Module):
         message_hidden = check_sizes("message_hidden", message_hidden, 2)
         readout_hidden = check_sizes("readout_hidden", readout_hidden, 2)
         readout_in = node_size if readout_in is None else _positive_int("readout_in", readout_in)
+        self.message_out_act = check_act("message_out_act", message_out_act)
+        self.readout_act = check_act("readout_act", readout_act)
         self.in_features, self.edge_features, self.attr_features = in_features, edge_features, attr_features
         self.node_size, self.gru_size, self.rounds, self.backend = node_size, gru_size, rounds, backend
         self.encoder = nn.Linear(in_features, node_size)                                # W_1, b_1 (14)
-        self.message = MLP((2 * node_size + edge_features, *message_hidden, node_size))  # D (16)
+        self.message = MLP((2 * node_size + edge_features, *message_hidden, node_size),  # D (16)
+                           out_act=message_out_act)
         self.gru = nn.GRUCell(node_size + attr_features, gru_size)                     # U (17a)
         self.update = nn.Linear(gru_size, node_size)                                   # W_2, b_2 (17b)
-        self.readout_mlp = MLP((readout_in, *readout_hidden, readout_out))             # R (18)
+        self.readout_mlp = MLP((readout_in, *readout_hidden, readout_out),             # R (18)
+                               hidden_act=readout_act)
 
     # --- checks --------------------------------------------------------------------
     def _check(self, name: str, t: Tensor, shape: tuple, ref: Tensor) -> None:
@@ -143,7 +163,8 @@ class MPNN(nn.Module):
             raise ValueError("MPNN: attr must be None for a model with attr_features=0")
         params = self.message.flat_parameters()
         for _ in range(self.rounds):
-            m = ops.mpnn_message_sum(u, edge, *params, mask, backend=self.backend)      # (15)-(16)
+            m = ops.mpnn_message_sum(u, edge, *params, mask, out_act=self.message_out_act,
+                                     backend=self.backend)                               # (15)-(16)
             x = m if attr is None else torch.cat([m, attr], -1)                          # [sum m, d_n]
             g = self.gru(x.reshape(B * N, -1), g.reshape(B * N, -1)).reshape(B, N, -1)   # (17a)
             g = self._hold(g, mask)
@@ -155,7 +176,8 @@ class MPNN(nn.Module):
         return self.readout_mlp(u)
 
     def extra_repr(self) -> str:
-        return f"rounds={self.rounds}, backend={self.backend!r}"
+        return (f"rounds={self.rounds}, message_out_act={self.message_out_act!r}, "
+                f"readout_act={self.readout_act!r}, backend={self.backend!r}")
 
 
 __all__ = ["MPNN"]

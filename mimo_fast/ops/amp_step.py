@@ -116,7 +116,10 @@ def amp_step(H: Tensor, y: Tensor, x: Tensor, v: Tensor, z_prev: Tensor, V_prev:
     for name, t in zip(_NAMES[:-1], (H, y, x, v, z_prev, V_prev)):
         V.tensor(name, t, OP)
     if isinstance(noise_var, (int, float)) and not isinstance(noise_var, bool):
-        if H.dtype in V.COMPLEX_DTYPES:
-            noise_var = torch.full((H.shape[0],), float(noise_var), dtype=H.dtype.to_real(), device=H.device)
+        # H's own checks first: a float noise_var is expanded to (B,) from H's dtype and
+        # batch size, so a real or 0-d H must be named as the problem (not noise_var)
+        V.dtype_in("H", H, V.COMPLEX_DTYPES, OP)
+        V.ndim("H", H, 3, OP, ("B", "M", "N"))
+        noise_var = torch.full((H.shape[0],), float(noise_var), dtype=H.dtype.to_real(), device=H.device)
     V.tensor("noise_var", noise_var, OP)
     return _op(H, y, x, v, z_prev, V_prev, noise_var, registry.backend_arg(backend))

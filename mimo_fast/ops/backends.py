@@ -40,7 +40,13 @@ def _triton_reason() -> Optional[str]:
 #: gradients, gradcheck (float64), opcheck and torch.compile -- bench/results/gpu_h100_tests.md.
 #: An op not listed is used only when asked for by name (the interpreter cannot show GPU
 #: numerics, atomics or launch limits).
+#: A form of an op validated separately is listed as "op:variant": mpnn_message_sum's
+#: out_act="relu" form ("mpnn_message_sum:relu") has not run on a GPU yet.
 TRITON_GPU_VALIDATED: frozenset = frozenset({"ep_lmmse", "amp_step", "mpnn_message_sum"})
+
+
+def _validated_name(op: str, variant: str) -> str:
+    return f"{op}:{variant}" if variant else op
 
 #: Where the automatic choice prefers the reference to a validated Triton kernel, measured
 #: on that H100 (bench/results/gpu_h100.md; forward + backward, the training case):
@@ -65,18 +71,18 @@ class _TritonBackend(Backend):
     """Triton serves CUDA tensors; CPU tensors only through its interpreter
     (TRITON_INTERPRET=1), and then only when asked for by name: it is for testing."""
 
-    def refusal(self, op, tensors, explicit):
+    def refusal(self, op, tensors, explicit, variant=""):
         if tensors[0].device.type == "cpu" and explicit and self.unavailable() is None:
             if os.environ.get("TRITON_INTERPRET", "") != "1":
                 return "runs on CPU tensors only under the Triton interpreter (set TRITON_INTERPRET=1 before importing triton)"
         if not explicit and self.unavailable() is None:
-            if op not in TRITON_GPU_VALIDATED:
-                return (f"its {op} kernel has not yet been validated on a GPU, so it is used only "
-                        "when asked for by name (backend='triton')")
+            if _validated_name(op, variant) not in TRITON_GPU_VALIDATED:
+                return (f"its {_validated_name(op, variant)} kernel has not yet been validated on a GPU, so it "
+                        "is used only when asked for by name (backend='triton')")
             why = _triton_auto_refusal(op, tensors)
             if why:
                 return why
-        return super().refusal(op, tensors, explicit)
+        return super().refusal(op, tensors, explicit, variant)
 
 
 TRITON = register_backend(_TritonBackend(
@@ -99,11 +105,11 @@ CUDA_GPU_VALIDATED: frozenset = frozenset()
 
 
 class _CudaBackend(Backend):
-    def refusal(self, op, tensors, explicit):
-        if not explicit and op not in CUDA_GPU_VALIDATED and self.unavailable() is None:
-            return (f"its {op} kernel has not yet been validated on a GPU, so it is used only "
-                    "when asked for by name (backend='cuda')")
-        return super().refusal(op, tensors, explicit)
+    def refusal(self, op, tensors, explicit, variant=""):
+        if not explicit and _validated_name(op, variant) not in CUDA_GPU_VALIDATED and self.unavailable() is None:
+            return (f"its {_validated_name(op, variant)} kernel has not yet been validated on a GPU, so it is "
+                    "used only when asked for by name (backend='cuda')")
+        return super().refusal(op, tensors, explicit, variant)
 
 
 CUDA = register_backend(_CudaBackend(

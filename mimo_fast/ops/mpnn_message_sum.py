@@ -1,16 +1,24 @@
 """``mimo_fast::mpnn_message_sum``: all-pairs message-and-sum of an MPNN layer.
 
-    out[b, n] = mask[b, n] * sum_{j != n, mask[b, j]}
-                w3 @ relu(w2 @ relu(w1 @ [node[b,n], node[b,j], edge[b,n,j]] + b1) + b2) + b3
+    h2[b, n, j] = relu(w2 @ relu(w1 @ [node[b,n], node[b,j], edge[b,n,j]] + b1) + b2)
+    out_act="none":  out[b, n] = mask[b, n] * sum_{j != n, mask[b, j]} (w3 @ h2[b, n, j] + b3)
+    out_act="relu":  out[b, n] = mask[b, n] * sum_{j != n, mask[b, j]} relu(w3 @ h2[b, n, j] + b3)
 
 The receiving node comes first in the concatenation (the message from j to n, AMP-GNN
-paper eqs. 15-16); ``edge[b, n, j]`` is the edge attribute seen by n. Fused backends
-never hold a ``B*N*N*H`` buffer: w1 splits into per-node projections, j is streamed,
-the sum is taken before the last layer, and backward recomputes.
+paper eqs. 15-16); ``edge[b, n, j]`` is the edge attribute seen by n. ``"relu"`` is the
+message MLP of the GEPNet and GNN-detector authors' code (a ReLU after the last layer
+too, before the sum over senders); ``"none"`` the AMP-GNN paper's text.
+
+This module owns everything the backends share: the first-layer split
+``w1 = [Wa | Wb | We]`` into per-node projections ``recv = node Wa^T + b1`` and
+``send = node Wb^T`` (GEMMs), the last layer on the sums for ``"none"``, and in
+backward the chain rule back to ``node`` and ``w1`` and the assembly of every weight
+gradient. A backend implements only the pair kernels (:class:`PairKernels`), which
+stream over the senders and never hold a ``B*N*N*H`` buffer.
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, NamedTuple, Optional, Protocol
 
 import torch
 from torch import Tensor
@@ -19,10 +27,57 @@ from mimo_fast.ops import registry
 from mimo_fast.ops import validate as V
 
 OP = "mpnn_message_sum"
+OUT_ACTS = ("none", "relu")
 
 
-def check(node, edge, w1, b1, w2, b2, w3, b3, mask) -> None:
+class PairGrads(NamedTuple):
+    """What a backend's pair backward returns (all in the op's dtype and device).
+
+    ``grecv[b, n] = sum_j gp1[b, n, j]`` and ``gsend[b, j] = sum_n gp1[b, n, j]`` (gradients
+    of the loss with respect to ``recv`` and ``send``), ``gedge`` (zero at pairs that send
+    nothing), ``gwe = sum gp1 edge^T`` (H1, E), ``gw2`` (H2, H1), ``gb2`` (H2). For
+    ``out_act="none"`` also ``s`` (B, N, H2), the forward's per-receiver sums of h2 (for
+    gW3); for ``"relu"`` the last layer's ``gw3`` (Fo, H2) and ``gb3`` (Fo) instead.
+    """
+
+    grecv: Tensor
+    gsend: Tensor
+    gedge: Tensor
+    gwe: Tensor
+    gw2: Tensor
+    gb2: Tensor
+    s: Optional[Tensor] = None
+    gw3: Optional[Tensor] = None
+    gb3: Optional[Tensor] = None
+
+
+class PairKernels(Protocol):
+    """The two functions a backend registers for this op (``Backend.implement``).
+
+    Inputs: ``recv``, ``send`` ``(B, N, H1)`` contiguous (``b1`` is inside ``recv``);
+    ``edge`` ``(B, N, N, E)`` as the caller gave it (may be non-contiguous); ``we`` =
+    ``w1[:, 2F:]`` ``(H1, E)`` (a view); ``w2, b2, w3, b3`` as given; ``mask`` (B, N) bool or
+    None; ``relu_out`` = ``out_act == "relu"``. Valid pairs: ``j != n``, both unmasked.
+
+    * ``forward(recv, send, edge, we, w2, b2, w3, b3, mask, relu_out)``: with
+      ``relu_out`` False, ``s[b, n] = sum_{valid j} h2[b, n, j]`` ``(B, N, H2)`` (w3, b3
+      unused); with True, ``out[b, n] = sum_{valid j} relu(w3 h2[b, n, j] + b3)``
+      ``(B, N, Fo)``. Rows of masked receivers are zero.
+    * ``backward(gin, recv, send, edge, we, w2, b2, w3, b3, mask, relu_out) -> PairGrads``:
+      ``gin`` is ``(grad * mask) @ w3`` ``(B, N, H2)`` for False (so
+      ``gp2[n, j] = gin[n] * (p2 > 0)``), ``grad * mask`` ``(B, N, Fo)`` for True (so
+      ``go3[n, j] = gin[n] * (p3 > 0)``, ``gp2 = (go3 w3) * (p2 > 0)``); both contiguous.
+    """
+
+    def forward(self, recv, send, edge, we, w2, b2, w3, b3, mask, relu_out: bool) -> Tensor: ...
+
+    def backward(self, gin, recv, send, edge, we, w2, b2, w3, b3, mask, relu_out: bool) -> PairGrads: ...
+
+
+def check(node, edge, w1, b1, w2, b2, w3, b3, mask, out_act="none") -> None:
     """Metadata checks (run by the real and the fake implementation)."""
+    if out_act not in OUT_ACTS:
+        raise ValueError(f"{OP}: out_act must be one of {OUT_ACTS}, got {out_act!r}")
     for name, t in (("node", node), ("edge", edge), ("w1", w1), ("b1", b1), ("w2", w2),
                     ("b2", b2), ("w3", w3), ("b3", b3)):
         V.tensor(name, t, OP)
@@ -66,44 +121,116 @@ def _check_values(node, edge, w1, b1, w2, b2, w3, b3) -> None:
                       ("b2", b2), ("w3", w3), ("b3", b3)])
 
 
+# ------------------------------------------------------------------ shared layers
+def _project(node: Tensor, w1: Tensor, b1: Tensor):
+    """First layer split (the part every backend shares): ``recv = node Wa^T + b1``,
+    ``send = node Wb^T``, both ``(B, N, H1)`` contiguous, and ``we = w1[:, 2F:]``."""
+    B, N, F = node.shape
+    x = node.reshape(B * N, F)
+    recv = torch.addmm(b1, x, w1[:, :F].T).reshape(B, N, -1)
+    send = torch.mm(x, w1[:, F:2 * F].T).reshape(B, N, -1)
+    return recv, send, w1[:, 2 * F:]
+
+
+def _count(mask: Optional[Tensor], B: int, N: int, like: Tensor) -> Tensor:
+    """(B, N, 1) messages each receiver sums: N - 1, or #unmasked - 1 (0 if masked)."""
+    if mask is None:
+        return like.new_full((B, N, 1), float(max(N - 1, 0)))
+    m = mask.to(like.dtype)
+    return (m * (m.sum(-1, keepdim=True) - 1))[..., None]
+
+
+def _masked(grad: Tensor, mask: Optional[Tensor]) -> Tensor:
+    return grad if mask is None else grad * mask[:, :, None].to(grad.dtype)
+
+
+def forward(impl, node, edge, w1, b1, w2, b2, w3, b3, mask, out_act: str) -> Tensor:
+    """The op's forward on one backend's pair kernels (``impl.forward``)."""
+    B, N, _ = node.shape
+    if B == 0:
+        return node.new_zeros(0, N, w3.shape[0])
+    recv, send, we = _project(node, w1, b1)
+    if out_act == "relu":
+        return impl.forward(recv, send, edge, we, w2, b2, w3, b3, mask, True)
+    s = impl.forward(recv, send, edge, we, w2, b2, w3, b3, mask, False)
+    # sum before the last layer: W3 once per receiver, b3 once per message
+    return torch.mm(s.reshape(B * N, -1), w3.T).reshape(B, N, -1) + _count(mask, B, N, s) * b3
+
+
+def backward(impl, grad, node, edge, w1, b1, w2, b2, w3, b3, mask, out_act: str) -> List[Tensor]:
+    """Gradients for (node, edge, w1, b1, w2, b2, w3, b3): the pair kernels' sums
+    (:class:`PairGrads`), then the chain rule through the shared layers:
+
+        gnode = grecv Wa + gsend Wb;  gWa = sum grecv node^T;  gWb = sum gsend node^T
+        gb1 = sum grecv;  gWe from the pair kernel
+        "none": gW3 = sum g s^T,  gb3 = sum count g  (g = grad * mask)
+    """
+    B, N, F = node.shape
+    if B == 0:
+        return [torch.zeros_like(t) for t in (node, edge, w1, b1, w2, b2, w3, b3)]
+    relu = out_act == "relu"
+    g = _masked(grad, mask)
+    recv, send, we = _project(node, w1, b1)
+    gin = g.contiguous() if relu else torch.mm(g.reshape(B * N, -1), w3).reshape(B, N, -1)
+    pg = impl.backward(gin, recv, send, edge, we, w2, b2, w3, b3, mask, relu)
+    x = node.reshape(B * N, F)
+    grecv, gsend = pg.grecv.reshape(B * N, -1), pg.gsend.reshape(B * N, -1)
+    gnode = torch.mm(grecv, w1[:, :F]).addmm_(gsend, w1[:, F:2 * F]).reshape(B, N, F)
+    gw1 = torch.cat([grecv.T @ x, gsend.T @ x, pg.gwe], dim=1)
+    if relu:
+        gw3, gb3 = pg.gw3, pg.gb3
+    else:
+        g2 = g.reshape(B * N, -1)
+        gw3 = g2.T @ pg.s.reshape(B * N, -1)
+        gb3 = (g * _count(mask, B, N, g)).sum((0, 1))
+    return [gnode, pg.gedge, gw1, grecv.sum(0), pg.gw2, pg.gb2, gw3, gb3]
+
+
+# ------------------------------------------------------------------ the custom op
+def _impl(backend: str, tensors: tuple, out_act: str):
+    # the relu form is its own variant for the backends' GPU-validation lists
+    return registry.resolve(OP, backend, tensors, "" if out_act == "none" else out_act).ops[OP]
+
+
 @torch.library.custom_op("mimo_fast::mpnn_message_sum", mutates_args=())
 def _op(node: Tensor, edge: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor,
-        w3: Tensor, b3: Tensor, mask: Optional[Tensor], backend: str) -> Tensor:
-    check(node, edge, w1, b1, w2, b2, w3, b3, mask)
+        w3: Tensor, b3: Tensor, mask: Optional[Tensor], out_act: str, backend: str) -> Tensor:
+    check(node, edge, w1, b1, w2, b2, w3, b3, mask, out_act)
     _check_values(node, edge, w1, b1, w2, b2, w3, b3)
-    impl = registry.resolve(OP, backend, (node, edge, w1, b1, w2, b2, w3, b3)).ops[OP]
-    return impl.forward(node, edge, w1, b1, w2, b2, w3, b3, mask)
+    tensors = (node, edge, w1, b1, w2, b2, w3, b3)
+    return forward(_impl(backend, tensors, out_act), *tensors, mask, out_act)
 
 
 @_op.register_fake
-def _(node, edge, w1, b1, w2, b2, w3, b3, mask, backend):
-    check(node, edge, w1, b1, w2, b2, w3, b3, mask)
+def _(node, edge, w1, b1, w2, b2, w3, b3, mask, out_act, backend):
+    check(node, edge, w1, b1, w2, b2, w3, b3, mask, out_act)
     return node.new_empty(node.shape[0], node.shape[1], w3.shape[0])
 
 
 @torch.library.custom_op("mimo_fast::mpnn_message_sum_backward", mutates_args=())
 def _backward_op(grad: Tensor, node: Tensor, edge: Tensor, w1: Tensor, b1: Tensor, w2: Tensor,
-                 b2: Tensor, w3: Tensor, b3: Tensor, mask: Optional[Tensor], backend: str) -> List[Tensor]:
-    impl = registry.resolve(OP, backend, (node, edge, w1, b1, w2, b2, w3, b3)).ops[OP]
-    return list(impl.backward(grad.contiguous(), node, edge, w1, b1, w2, b2, w3, b3, mask))
+                 b2: Tensor, w3: Tensor, b3: Tensor, mask: Optional[Tensor], out_act: str,
+                 backend: str) -> List[Tensor]:
+    tensors = (node, edge, w1, b1, w2, b2, w3, b3)
+    return backward(_impl(backend, tensors, out_act), grad.contiguous(), *tensors, mask, out_act)
 
 
 @_backward_op.register_fake
-def _(grad, node, edge, w1, b1, w2, b2, w3, b3, mask, backend):
+def _(grad, node, edge, w1, b1, w2, b2, w3, b3, mask, out_act, backend):
     return [torch.empty_like(t) for t in (node, edge, w1, b1, w2, b2, w3, b3)]
 
 
 def _setup_context(ctx, inputs, output):
-    *tensors, mask, backend = inputs
+    *tensors, mask, out_act, backend = inputs
     ctx.save_for_backward(*tensors, mask)
-    ctx.backend = backend
+    ctx.out_act, ctx.backend = out_act, backend
 
 
 def _backward(ctx, grad):
     *tensors, mask = ctx.saved_tensors
-    grads = _backward_op(grad, *tensors, mask, ctx.backend)
+    grads = _backward_op(grad, *tensors, mask, ctx.out_act, ctx.backend)
     needs = ctx.needs_input_grad
-    return (*[g if needs[i] else None for i, g in enumerate(grads)], None, None)
+    return (*[g if needs[i] else None for i, g in enumerate(grads)], None, None, None)
 
 
 _op.register_autograd(_backward, setup_context=_setup_context)
@@ -111,12 +238,14 @@ _op.register_autograd(_backward, setup_context=_setup_context)
 
 def mpnn_message_sum(node: Tensor, edge: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor,
                      w3: Tensor, b3: Tensor, mask: Optional[Tensor] = None, *,
-                     backend: Optional[str] = None) -> Tensor:
+                     out_act: str = "none", backend: Optional[str] = None) -> Tensor:
     r"""All-pairs message-and-sum of an MPNN with a 3-layer message MLP.
 
     .. math::
-        \mathrm{out}[b,n] = m_{bn} \sum_{j\ne n,\ m_{bj}}
-            W_3\,\mathrm{relu}(W_2\,\mathrm{relu}(W_1 [x_{bn}; x_{bj}; e_{bnj}] + b_1) + b_2) + b_3
+        h_{bnj} = \mathrm{relu}(W_2\,\mathrm{relu}(W_1 [x_{bn}; x_{bj}; e_{bnj}] + b_1) + b_2),\quad
+        \mathrm{out}[b,n] = m_{bn} \sum_{j\ne n,\ m_{bj}} \sigma(W_3 h_{bnj} + b_3)
+
+    with :math:`\sigma` the identity (``out_act="none"``) or ReLU (``"relu"``).
 
     Args:
         node: ``(B, N, F)`` float32/float64 node features.
@@ -125,6 +254,10 @@ def mpnn_message_sum(node: Tensor, edge: Tensor, w1: Tensor, b1: Tensor, w2: Ten
         w2, b2: ``(H2, H1)``, ``(H2,)``.
         w3, b3: ``(Fo, H2)``, ``(Fo,)``.
         mask: ``(B, N)`` bool or None. Masked nodes send nothing and receive zeros.
+        out_act: activation of the message MLP's last layer, applied per message before
+            the sum: ``"none"`` (the sum is taken before W3, which then runs once per
+            receiver) or ``"relu"`` (the GEPNet / GNN-detector authors' code; W3 runs per
+            pair, fused in the kernels).
         backend: ``None`` (fastest available, see :mod:`mimo_fast.ops.registry`) or a name.
 
     Returns:
@@ -135,4 +268,6 @@ def mpnn_message_sum(node: Tensor, edge: Tensor, w1: Tensor, b1: Tensor, w2: Ten
         V.tensor(name, t, OP)
     if mask is not None:
         V.tensor("mask", mask, OP)
-    return _op(node, edge, w1, b1, w2, b2, w3, b3, mask, registry.backend_arg(backend))
+    if not isinstance(out_act, str) or out_act not in OUT_ACTS:
+        raise ValueError(f"{OP}: out_act must be one of {OUT_ACTS}, got {out_act!r}")
+    return _op(node, edge, w1, b1, w2, b2, w3, b3, mask, out_act, registry.backend_arg(backend))

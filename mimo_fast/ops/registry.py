@@ -68,8 +68,10 @@ class Backend:
             raise ValueError(f"unknown op {op!r}; ops are {OP_NAMES}")
         self.ops[op] = OpImpl(forward, backward, refuse)
 
-    def refusal(self, op: str, tensors: tuple, explicit: bool) -> Optional[str]:
-        """Why this backend cannot run ``op`` on ``tensors`` (None when it can)."""
+    def refusal(self, op: str, tensors: tuple, explicit: bool, variant: str = "") -> Optional[str]:
+        """Why this backend cannot run ``op`` on ``tensors`` (None when it can). ``variant``
+        names a form of the op that backends may validate separately (``"relu"`` for
+        ``mpnn_message_sum(out_act="relu")``); it is ``""`` for the plain form."""
         reason = self.unavailable()
         if reason:
             return reason
@@ -129,7 +131,7 @@ def backend_arg(backend: Optional[str]) -> str:
     return backend
 
 
-def resolve(op: str, requested: str, tensors: tuple) -> Backend:
+def resolve(op: str, requested: str, tensors: tuple, variant: str = "") -> Backend:
     """Pick the backend that runs ``op`` on ``tensors`` (see the module docstring)."""
     from_env = not requested
     if from_env:
@@ -140,7 +142,7 @@ def resolve(op: str, requested: str, tensors: tuple) -> Backend:
             raise ValueError(f"{op}: unknown backend {requested!r} (from {where}); "
                              f"backends are {', '.join(sorted(_BACKENDS))}")
         b = _BACKENDS[requested]
-        reason = b.refusal(op, tensors, explicit=True)
+        reason = b.refusal(op, tensors, explicit=True, variant=variant)
         if reason:
             raise BackendUnavailableError(f"{op}: backend '{requested}' (from {where}) cannot run here: {reason}")
         return b
@@ -149,7 +151,7 @@ def resolve(op: str, requested: str, tensors: tuple) -> Backend:
     for b in sorted(_BACKENDS.values(), key=lambda b: -b.priority):
         if device not in b.devices:
             continue
-        reason = b.refusal(op, tensors, explicit=False)
+        reason = b.refusal(op, tensors, explicit=False, variant=variant)
         if reason is None:
             if refused:
                 key = (op, device, b.name, tuple(refused))
@@ -164,6 +166,6 @@ def resolve(op: str, requested: str, tensors: tuple) -> Backend:
     raise BackendUnavailableError(f"{op}: no backend can run on {device} tensors: {why}")
 
 
-def explain(op: str, tensors: tuple) -> dict[str, Optional[str]]:
+def explain(op: str, tensors: tuple, variant: str = "") -> dict[str, Optional[str]]:
     """Each backend's refusal for these inputs (None = would run). For `mimo-fast info` and tests."""
-    return {n: b.refusal(op, tensors, explicit=True) for n, b in sorted(_BACKENDS.items())}
+    return {n: b.refusal(op, tensors, explicit=True, variant=variant) for n, b in sorted(_BACKENDS.items())}

@@ -94,10 +94,24 @@ def _index(flat: int, shape: torch.Size) -> tuple:
     return tuple(reversed(idx))
 
 
+def distinct(t: torch.Tensor) -> torch.Tensor:
+    """``t`` with every broadcast dimension (stride 0, size > 1) narrowed to size 1: a view
+    of the distinct stored elements, so a value scan costs the memory the tensor holds,
+    not its logical size (``x.expand(200000, 200000)`` holds one element, not 4e10). The
+    dimensions are kept, so an index into the view is an index into ``t`` (the first
+    occurrence of a repeated value)."""
+    for d, (size, stride) in enumerate(zip(t.shape, t.stride())):
+        if stride == 0 and size > 1:
+            t = t.narrow(d, 0, 1)
+    return t
+
+
 def _first_nonfinite(t: torch.Tensor) -> Optional[tuple]:
-    """Index of the first non-finite entry of ``t`` (real or complex), or None."""
+    """Index of the first non-finite entry of ``t`` (real or complex), or None. Scans the
+    distinct stored elements only (:func:`distinct`)."""
     if t.numel() == 0:
         return None
+    t = distinct(t)
     real = torch.view_as_real(t) if t.is_complex() else t
     if real.device.type == "cpu" and _ext.C is not None and str(real.dtype).split(".")[-1] in _ext.DTYPE_CODES:
         flat = _ext.C.first_nonfinite(real.data_ptr(), list(real.shape), list(real.stride()),
@@ -144,7 +158,7 @@ def _screen_passes(finite_args, positive_args) -> bool:
 
 
 def _screen_torch(finite_args, positive_args) -> bool:
-    reals = [torch.view_as_real(t) if t.is_complex() else t for _, t in finite_args if t.numel()]
+    reals = [distinct(torch.view_as_real(t) if t.is_complex() else t) for _, t in finite_args if t.numel()]
     flags = []
     try:
         norms = torch._foreach_norm(reals, 2) if reals else []
@@ -153,7 +167,7 @@ def _screen_torch(finite_args, positive_args) -> bool:
     flags += [torch.isfinite(n.float()) for n in norms]
     for _, t, strict in positive_args:
         if t.numel():
-            m = t.amin()
+            m = distinct(t).amin()
             flags.append(m > 0 if strict else m >= 0)
     return not flags or bool(torch.stack(flags).all())
 
@@ -192,7 +206,9 @@ def _screen_kernel(finite_args, positive_args) -> Optional[bool]:
 
 
 def positive(name: str, t: torch.Tensor, op: str, strict: bool = True) -> None:
-    """All entries > 0 (``strict``) or >= 0. Call after :func:`finite`."""
+    """All entries > 0 (``strict``) or >= 0. Call after :func:`finite`. Scans the
+    distinct stored elements only (:func:`distinct`)."""
+    t = distinct(t)
     bad = t <= 0 if strict else t < 0
     if t.numel() and bool(bad.any()):
         idx = tuple(int(i) for i in bad.nonzero()[0])

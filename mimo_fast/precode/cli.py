@@ -13,7 +13,6 @@ ratio; ``model-gnn`` then loads the EE weights ``model-gnn-ee_<n>x<k>_<snr>db_r<
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
@@ -59,6 +58,15 @@ def run(args: argparse.Namespace) -> int:
     from mimo_fast.precode import classical, energy, metrics, multicell, weights
     from mimo_fast.precode.wmmse import wmmse
 
+    from mimo_fast import outputs
+
+    if args.json:
+        try:   # checked (folder created) before any work; written atomically at the end
+            outputs.check_file(args.json, "--json")
+        except outputs.OutputPathError as exc:
+            return _fail(str(exc))
+    if any(not -100 <= s <= 200 for s in args.snr):   # also NaN and +-inf
+        return _fail(f"--snr: give finite SNR points in [-100, 200] dB, got {args.snr}")
     mc = args.cells > 1
     is_ee = args.objective == "ee"
     r_mins = args.r_min if is_ee else [None]
@@ -173,8 +181,7 @@ def run(args: argparse.Namespace) -> int:
                   "seed": args.seed, "weights": args.weights,
                   "wmmse_tol": args.wmmse_tol, "wmmse_max_iter": args.wmmse_max_iter,
                   "torch": torch.__version__, "threads": torch.get_num_threads()}
-        with open(args.json, "w") as f:
-            json.dump({"config": config, "results": results}, f, indent=2)
+        outputs.write_json(args.json, {"config": config, "results": results})
     return 0
 
 

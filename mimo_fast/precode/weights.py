@@ -14,7 +14,7 @@ import json
 import pathlib
 from typing import Optional
 
-from mimo_fast.detect.learned.weights import SHIPPED_DIR, WeightsError, atomic_write, read_raw
+from mimo_fast.detect.learned.weights import SHIPPED_DIR, WeightsError, _field, atomic_write, read_raw
 
 _PREFIX = "mimo_fast."
 
@@ -42,8 +42,12 @@ def read(path) -> tuple[dict, dict]:
     state, raw = read_raw(path)
     if _PREFIX + "precoder" not in raw:
         raise WeightsError(f"weights: {str(path)!r} holds no precoder (not written by mimo_fast.precode)")
-    meta = {key[len(_PREFIX):]: (v if key == _PREFIX + "precoder" else json.loads(v))
+    meta = {key[len(_PREFIX):]: _field(path, key[len(_PREFIX):], v, "str" if key == _PREFIX + "precoder" else "json")
             for key, v in raw.items() if key.startswith(_PREFIX)}
+    for key in ("config", "record"):
+        if meta.get(key) is not None and not isinstance(meta[key], dict):
+            raise WeightsError(f"weights: {str(path)!r}: metadata field {_PREFIX + key!r} must be a JSON object, "
+                               f"got {type(meta[key]).__name__}")
     return state, meta
 
 
@@ -56,7 +60,11 @@ def load(path, expect: Optional[str] = None):
     reg = registry()
     if name not in reg:
         raise WeightsError(f"weights: {str(path)!r} holds a {name!r} precoder, unknown to this version")
-    model = reg[name](**meta.get("config", {}))
+    try:
+        model = reg[name](**(meta.get("config") or {}))
+    except (TypeError, ValueError, KeyError) as exc:
+        raise WeightsError(f"weights: {str(path)!r}: metadata field {_PREFIX + 'config'!r} does not build a "
+                           f"{name} precoder ({type(exc).__name__}: {exc})") from None
     own = model.state_dict()
     bad = sorted(set(own) ^ set(state)) + sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if bad:

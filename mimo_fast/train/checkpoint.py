@@ -26,8 +26,26 @@ FORMAT = 1
 LAST_WEIGHTS, LAST_STATE, BEST_WEIGHTS, LOG = "last.safetensors", "last.state.pt", "best.safetensors", "log.jsonl"
 
 
-class CheckpointError(ValueError):
-    """A checkpoint is missing, inconsistent, or belongs to a different run."""
+class CheckpointError(weights.WeightsError):
+    """A checkpoint is missing, corrupt, inconsistent, or belongs to a different run (a
+    :class:`~mimo_fast.detect.learned.weights.WeightsError`, so one ``except`` catches
+    every weights and checkpoint loading problem)."""
+
+
+def _check_state_values(obj, path, where: str = "") -> None:
+    """Every floating tensor in the training state (optimizer moments, ...) finite, else
+    :class:`CheckpointError` naming the file and the field (``optimizer.state.3.exp_avg``)."""
+    if isinstance(obj, torch.Tensor):
+        try:
+            weights.check_finite_tensor(obj, f"--resume: {str(path)!r}", where or "(root)")
+        except weights.WeightsError as exc:
+            raise CheckpointError(str(exc)) from None
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            _check_state_values(v, path, f"{where}.{k}" if where else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _check_state_values(v, path, f"{where}.{i}" if where else str(i))
 
 
 def rng_state(device: torch.device) -> dict:
@@ -82,6 +100,10 @@ def load(out_dir, model) -> dict:
         raise CheckpointError(f"--resume: {str(state_path)!r} is not a readable training state ({exc})") from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"--resume: {str(state_path)!r} is not a mimo_fast training state (format {FORMAT})")
+    step = state.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise CheckpointError(f"--resume: {str(state_path)!r}: field 'step' must be a non-negative int, got {step!r}")
+    _check_state_values(state, state_path)
     params, meta = weights.read(w_path)
     if meta["detector"] != model.name:
         raise CheckpointError(f"--resume: {str(w_path)!r} holds a {meta['detector']!r} model, this run "
@@ -103,11 +125,16 @@ def load(out_dir, model) -> dict:
 
 
 def _with_defaults(model, saved):
-    """The saved options, with any the file lacks filled in at the constructor's default:
+    """The saved options, with any the file lacks filled in at the value it was trained with:
     a checkpoint written before an option existed (e.g. gepnet's ``cavity_skip``) was trained
-    at that default, so it still resumes."""
+    at that option's default, so it still resumes; except for the structure options whose
+    default changed later (the class's ``LEGACY_STRUCTURE``, e.g. gepnet's
+    ``message_out_act``), which get their legacy value, so such a checkpoint resumes only
+    into a model built with the structure it was trained with."""
     if not isinstance(saved, dict):
         return saved
+    from mimo_fast.detect.learned.base import with_legacy
+    saved = with_legacy(type(model), saved)
     import inspect
     defaults = {}   # the nearest class's default wins (subclasses pass options on with **kw)
     for cls in reversed(type(model).__mro__):

@@ -32,6 +32,7 @@ from mimo_fast.train.data import VAL_STREAM, BatchGenerator, DataConfig
 from mimo_fast.train.dist import DistInfo, allreduce_grads, allreduce_sum, gather_objects
 
 PLATEAU_METRICS = ("loss", "ser")
+SNAPSHOTS = "snapshots"
 
 
 @dataclasses.dataclass
@@ -47,6 +48,12 @@ class TrainConfig:
     plateau_metric: str = "loss"
     seed: int = 0
     clip_grad: Optional[float] = None   # max global gradient norm (None: no clipping)
+    weight_decay: float = 0.0      # Adam's L2 term (torch.optim.Adam weight_decay)
+    dtype: str = "float32"         # parameters and batches: "float32" or "float64"
+
+    #: options added later: left out of ``to_dict`` at these defaults, so older checkpoints resume
+    _LATER = {"clip_grad": None, "weight_decay": 0.0, "dtype": "float32"}
+    DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
     def validate(self) -> None:
         for name in ("steps", "batch", "val_every", "val_batches"):
@@ -63,12 +70,17 @@ class TrainConfig:
         if c is not None and (isinstance(c, bool) or not isinstance(c, (int, float))
                               or not math.isfinite(c) or c <= 0):
             raise ValueError(f"clip_grad must be a positive float or None, got {self.clip_grad!r}")
+        wd = self.weight_decay
+        if isinstance(wd, bool) or not isinstance(wd, (int, float)) or not math.isfinite(wd) or wd < 0:
+            raise ValueError(f"weight_decay must be a float >= 0, got {wd!r}")
+        if self.dtype not in self.DTYPES:
+            raise ValueError(f"dtype must be one of {tuple(self.DTYPES)}, got {self.dtype!r}")
         if self.plateau_metric not in PLATEAU_METRICS:
             raise ValueError(f"plateau_metric must be one of {PLATEAU_METRICS}, got {self.plateau_metric!r}")
 
     def to_dict(self) -> dict:
         # options added later are left out at their default, so older checkpoints still resume
-        return {k: v for k, v in dataclasses.asdict(self).items() if not (k == "clip_grad" and v is None)}
+        return {k: v for k, v in dataclasses.asdict(self).items() if not (k in self._LATER and v == self._LATER[k])}
 
     def run_defining(self) -> dict:
         """Options a resumed run must share with the checkpoint (``steps`` may grow)."""
@@ -102,7 +114,8 @@ class Trainer:
     file's record (e.g. the command line)."""
 
     def __init__(self, model, data: DataConfig, cfg: TrainConfig, dist: Optional[DistInfo] = None,
-                 out=None, record: Optional[dict] = None, progress: bool = False):
+                 out=None, record: Optional[dict] = None, progress: bool = False,
+                 keep_every: Optional[int] = None):
         cfg.validate()
         data.validate()
         self.model, self.data_cfg, self.cfg = model, data, cfg
@@ -110,11 +123,20 @@ class Trainer:
         self.out = pathlib.Path(out) if out is not None else None
         self.record_extra = dict(record or {})
         self.progress = progress and self.dist.is_main
+        if keep_every is not None and (isinstance(keep_every, bool) or not isinstance(keep_every, int)
+                                       or keep_every < 1):
+            raise ValueError(f"keep_every must be a positive int or None, got {keep_every!r}")
+        #: every this many steps the model is also kept as snapshots/step_XXXXXXXX.safetensors
+        #: (learning curves; not part of the run's options: a resumed run may change it)
+        self.keep_every = keep_every
+        self.real_dtype = cfg.DTYPES[cfg.dtype]
         self.model.to(self.dist.device)
+        if self.real_dtype != torch.float32:   # e.g. GEPNet's published recipe trains in float64
+            self.model.to(self.real_dtype)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError(f"{model.name}: the model has no trainable parameters")
-        self.opt = torch.optim.Adam(self.params, lr=cfg.lr)
+        self.opt = torch.optim.Adam(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.opt, mode="min", factor=cfg.lr_factor, patience=cfg.patience, min_lr=cfg.min_lr)
         self.data = BatchGenerator(data, cfg.seed, self.dist.rank)
@@ -190,7 +212,7 @@ class Trainer:
     # --- steps ------------------------------------------------------------------------------
     def train_step(self, stop: bool = False):
         """One optimiser step; returns ``(mean loss over ranks, any rank asked to stop)``."""
-        b = self.data(self.cfg.batch).to(self.dist.device)
+        b = self.data(self.cfg.batch).to(self.dist.device, self.real_dtype)
         self.opt.zero_grad(set_to_none=True)
         loss = self.model.training_loss(b.y, b.H, b.noise_var, b.x_idx, b.mask)
         loss.backward()
@@ -219,7 +241,7 @@ class Trainer:
         self.model.eval()
         acc = torch.zeros(4, dtype=torch.float64)
         for _ in range(self.cfg.val_batches):
-            b = gen(self.cfg.batch).to(self.dist.device)
+            b = gen(self.cfg.batch).to(self.dist.device, self.real_dtype)
             loss = self.model.training_loss(b.y, b.H, b.noise_var, b.x_idx, b.mask)
             # a model that transmits with its own (learned) constellation re-sends the draw (e2e)
             y = self.model.retransmit(b.y, b.H, b.x_idx, b.mask)
@@ -230,6 +252,15 @@ class Trainer:
         self.model.train(was_training)
         acc = allreduce_sum(acc.to(self.dist.device), self.dist.world).cpu()
         return {"loss": float(acc[0] / acc[1]), "ser": float(acc[2] / acc[3])}
+
+    def _snapshot(self) -> None:
+        if self.keep_every is None or self.step % self.keep_every or self.out is None or not self.dist.is_main:
+            return
+        folder = self.out / SNAPSHOTS
+        folder.mkdir(parents=True, exist_ok=True)
+        self._tick()
+        checkpoint.weights.save(self.model, folder / f"step_{self.step:08d}.safetensors",
+                                dict(self.record(), step=self.step, samples=self.step * self.cfg.batch * self.dist.world))
 
     def _tick(self) -> None:
         """Add the wall-clock since the last tick to ``elapsed`` (kept across resumes)."""
@@ -278,6 +309,7 @@ class Trainer:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.4g}", lr=f"{self.lr():.2g}",
                                     val_ser=f"{self.last_val.get('ser', float('nan')):.3g}", refresh=False)
+                self._snapshot()
                 scheduled = self.step % self.cfg.val_every == 0
                 if scheduled or self.step == self.cfg.steps:
                     self._after_validation(scheduled)
@@ -327,4 +359,4 @@ def _truncate_log(path: pathlib.Path, step: int, val_every: int) -> None:
     checkpoint.weights.atomic_write(path, lambda tmp: pathlib.Path(tmp).write_text("".join(k + "\n" for k in keep)))
 
 
-__all__ = ["Trainer", "TrainConfig", "PLATEAU_METRICS"]
+__all__ = ["Trainer", "TrainConfig", "PLATEAU_METRICS", "SNAPSHOTS"]

@@ -29,8 +29,8 @@ import torch
 from torch import Tensor
 
 from mimo_fast import ops
-from mimo_fast.detect.learned.gnn import (GraphDetector, _check_positive_int, moments, pam_levels,
-                                          qam_log_probs, real_graph, valid_indices)
+from mimo_fast.detect.learned.gnn import (LEGACY_MPNN, GraphDetector, _check_positive_int, moments,
+                                          pam_levels, qam_log_probs, real_graph, valid_indices)
 from mimo_fast.nn.mlp import check_sizes
 
 
@@ -39,19 +39,24 @@ class AMPGNN(GraphDetector):
 
     Options: ``iterations`` T (10), ``rounds`` L (2), ``node_size`` N_u (8),
     ``message_hidden`` (N_h1, N_h2) ((16, 8)), ``gru_size`` N_h1 (16), ``readout_hidden``
-    ((16, 8)), ``min_noise_var`` (1e-6). Paper sizes: Table IV.
+    ((16, 8)), ``min_noise_var`` (1e-6). Paper sizes: Table IV. Structure options, at the
+    paper's text (no authors' code was available to check it; docs/fidelity.md):
+    ``message_out_act`` (``"none"``: ReLU after the message MLP's hidden layers only, eq. 16)
+    and ``readout_act`` (``"relu"``: ReLU after the readout's hidden layers, eq. 18).
     """
 
     name = "ampgnn"
     needs_separable = True
     _options = ("iterations", "rounds", "node_size", "message_hidden", "gru_size",
-                "readout_hidden", "min_noise_var")
+                "readout_hidden", "min_noise_var", "message_out_act", "readout_act")
+    LEGACY_STRUCTURE = dict(LEGACY_MPNN)
 
     def __init__(self, constellation, *, iterations: int = 10, rounds: int = 2, node_size: int = 8,
                  message_hidden=(16, 8), gru_size: int = 16, readout_hidden=(16, 8),
-                 min_noise_var: float = 1e-6, **kw):
+                 min_noise_var: float = 1e-6, message_out_act: str = "none", readout_act: str = "relu", **kw):
         super().__init__(constellation, **kw)
         pam_levels(self)
+        self._structure(message_out_act, readout_act)
         self.iterations = _check_positive_int("iterations", self.name, iterations)
         self.rounds = _check_positive_int("rounds", self.name, rounds)
         self.node_size, self.gru_size, self.min_noise_var = node_size, gru_size, float(min_noise_var)

@@ -11,6 +11,14 @@ learned detectors instead take the mask natively (``_detect_masked``), so one ba
 mix numbers of users and the computation is the same as for a smaller problem. The
 contract both paths keep: a masked user gets uniform logits and hard 0, and changes
 nothing for the others.
+
+Legacy structure: when an option that changes what the network computes gets a new
+default (the GNN detectors' switch to the authors' published structure, docs/fidelity.md),
+files written before the option existed were trained with the old behaviour, and their
+saved config lacks the option. Each class lists those options with their old values in
+``LEGACY_STRUCTURE``; :func:`with_legacy` fills them into a saved config, and both
+loaders (weights files and training checkpoints) use it, so old files keep their numbers
+while new ones record every option they were trained with.
 """
 from __future__ import annotations
 
@@ -36,6 +44,10 @@ class LearnedDetector(Detector):
     """
 
     name = "learned"
+
+    #: options whose default changed after files were shipped, with the value a file that
+    #: lacks them was trained with (see the module docstring and :func:`with_legacy`)
+    LEGACY_STRUCTURE: dict = {}
 
     def config(self) -> dict:
         raise NotImplementedError
@@ -85,4 +97,14 @@ class LearnedDetector(Detector):
         return nv, mask
 
 
-__all__ = ["LearnedDetector", "validate"]
+def with_legacy(cls, saved):
+    """``saved`` (a config read from a weights file or checkpoint) with every option of
+    ``cls.LEGACY_STRUCTURE`` it lacks set to its legacy value; other values untouched.
+    ``saved`` itself is not modified; a non-dict is returned as it is."""
+    if not isinstance(saved, dict):
+        return saved
+    legacy = getattr(cls, "LEGACY_STRUCTURE", None) or {}
+    return {**legacy, **saved}
+
+
+__all__ = ["LearnedDetector", "validate", "with_legacy"]

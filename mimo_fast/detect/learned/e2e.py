@@ -52,7 +52,11 @@ class E2E(GEPNet):
     ``constellation``: the initial QAM for a new model (``"qam16"``), or the learned
     constellation when rebuilding a saved one (then ``init`` names the QAM it started
     from). Options: those of :class:`GEPNet` except ``readout`` (always ``"complex"``),
-    with the paper's sizes as defaults (:data:`PAPER`); ``init`` (the initial QAM's name,
+    with the paper's sizes as defaults (:data:`PAPER`) and GEPNet's structure defaults
+    (the authors' code: ``message_out_act="relu"``, ``readout_act="none"``,
+    ``node_sign=-1``, ``lam0`` = 1 / E[x_K^2] of the initial QAM = 2, ``v_min=1e-13``; a
+    file whose config lacks them was trained with ``GEPNet.LEGACY_STRUCTURE``, as both
+    shipped e2e files were); ``init`` (the initial QAM's name,
     default: ``constellation``'s); ``tx_message_hidden`` (N_p1, N_p2 of GNN-tx),
     ``tx_gru_size`` (N_u1 of GNN-tx), ``tx_rounds`` (L of GNN-tx), ``tx_residual`` and
     ``tx_residual_scale`` (GNN-tx starts as the initial QAM and moves by a scaled
@@ -62,7 +66,7 @@ class E2E(GEPNet):
     name = "e2e"
     #: simulations transmit with ``det.constellation`` (mimo_fast.eval.transmit_constellations)
     transmits_own_constellation = True
-    _options = tuple(o for o in GEPNet._options if o != "readout") + (
+    _options = tuple(o for o in GEPNet._options if o not in ("readout", "loss")) + (
         "init", "tx_message_hidden", "tx_gru_size", "tx_rounds", "tx_residual", "tx_residual_scale")
 
     def __init__(self, constellation, *, init: Optional[str] = None, tx_message_hidden=(128, 64),
@@ -72,6 +76,9 @@ class E2E(GEPNet):
         if "readout" in kw:
             raise ValueError("e2e: the readout is always the complex one of GNN-rx (eq. 3); "
                              "do not pass readout")
+        if "loss" in kw:
+            raise ValueError("e2e: the loss is always eq. (12), the last iteration's cross-entropy; "
+                             "do not pass loss")
         given = as_constellation(constellation)
         if init is None:
             init = given.name

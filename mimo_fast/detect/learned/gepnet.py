@@ -11,7 +11,13 @@ Each of the ``T`` iterations:
     lam, gam  from (9) with the negative-precision rule, damped by eta      (9)-(10)
 
 ``u`` starts from E2E eq. (11) and is carried across iterations (AMP-GNN eq. 19). The
-output is the last iteration's ``q``. Two readouts (option ``readout``):
+output is the last iteration's ``q``. The defaults follow the GEPNet authors' code where
+it differs from the text (docs/fidelity.md): ReLU after the message MLP's last layer
+(``message_out_act="relu"``), an affine readout (``readout_act="none"``), the node feature
+``-h_K^T h_K`` (``node_sign=-1``), ``lam0 = 1 / E[x_K^2]`` (2 for unit-energy QAM) and the
+variance floor ``v_min = 1e-13``. Files whose config lacks the structure options were
+trained with :attr:`GEPNet.LEGACY_STRUCTURE` (the papers' text, lam0 = 1, v_min = 5e-7).
+Two readouts (option ``readout``):
 
 * ``"pam"`` (GEPNet): one distribution over the PAM levels per real node ``K``; a QAM
   point's logit is the sum of its two levels' log-probabilities.
@@ -36,12 +42,27 @@ import torch
 from torch import Tensor
 
 from mimo_fast import ops
-from mimo_fast.detect.learned.gnn import (GraphDetector, _check_positive_int, masked_cross_entropy,
-                                          moments, pam_levels, pam_targets, qam_log_probs, real_graph,
-                                          valid_indices)
+from mimo_fast.detect.learned.gnn import (LEGACY_MPNN, GraphDetector, _check_positive_int,
+                                          masked_cross_entropy, moments, pam_levels, pam_targets,
+                                          qam_log_probs, real_graph, valid_indices)
 from mimo_fast.nn.mlp import check_sizes
 
 READOUTS = ("pam", "complex")
+#: training losses: every iteration's cross-entropy averaged ("all"), or the last one's
+#: alone ("final": the GEPNet authors' code and the E2E paper's eq. 12)
+LOSSES = ("all", "final")
+
+#: the smallest v_min that cavity_skip runs with in float32 (measured: v_min = 1e-13 gives
+#: non-finite values at the first step, as classical EP in float32 does with that floor)
+V_MIN_FLOAT32_CAVITY = 1e-9
+
+
+def prior_precision(constellation) -> float:
+    """``1 / E[x_K^2]``: the prior precision of a real node, equiprobable points (2 for a
+    unit-energy QAM; the mean over the real and imaginary parts for any constellation),
+    to 12 significant digits so that the config records 2.0, not the 2.0000000000000004 of
+    a QAM whose energy is 1 up to rounding."""
+    return float(f"{2.0 / float(constellation.energy):.12g}")
 
 
 class GEPNet(GraphDetector):
@@ -50,23 +71,34 @@ class GEPNet(GraphDetector):
     Options: ``iterations`` T (10), ``rounds`` L (2), ``damping`` eta (0.7), ``readout``
     (``"pam"`` or ``"complex"``), ``node_size`` S_u (8), ``message_hidden`` (N_p1, N_p2)
     ((64, 32); the larger GEPNet uses (128, 64)), ``gru_size`` N_u1 (64), ``readout_hidden``
-    (N_r1, N_r2) ((64, 32)), ``lam0`` initial precision (1, E2E), ``v_min`` floor on the
-    variances (5e-7, as the classical EP), ``min_noise_var`` (1e-6). The features carry the
+    (N_r1, N_r2) ((64, 32)), ``lam0`` initial precision (None: ``1 / E[x_K^2]`` of the
+    constellation, 2 for unit-energy QAM, the authors' code; or a positive float; the
+    config records the number), ``v_min`` floor on the variances (1e-13, the authors'
+    code), ``min_noise_var`` (1e-6), ``message_out_act`` (``"relu"``), ``readout_act``
+    (``"none"``), ``node_sign`` (-1: node feature ``-h_K^T h_K``). The features carry the
     real-model noise variance ``sigma^2`` (half the complex one) and the edge attribute
     is ``[-h_K^T h_J, sigma^2]`` (E2E). ``cavity_skip`` and ``cavity_gate`` (False, False):
-    this library's readout variants, see :meth:`_cavity_logits`.
+    this library's readout variants, see :meth:`_cavity_logits`; in float32 they need
+    ``v_min >= 1e-9`` (5e-7, the legacy value, as the shipped files use). A file whose
+    config lacks an option of :attr:`LEGACY_STRUCTURE` was trained with its value there.
     """
 
     name = "gepnet"
     _options = ("iterations", "rounds", "damping", "readout", "node_size", "message_hidden",
                 "gru_size", "readout_hidden", "lam0", "v_min", "min_noise_var", "cavity_skip",
-                "cavity_gate")
+                "cavity_gate", "message_out_act", "readout_act", "node_sign", "loss")
+    LEGACY_STRUCTURE = {**LEGACY_MPNN, "node_sign": 1.0, "lam0": 1.0, "v_min": 5e-7}
 
     def __init__(self, constellation, *, iterations: int = 10, rounds: int = 2, damping: float = 0.7,
                  readout: str = "pam", node_size: int = 8, message_hidden=(64, 32), gru_size: int = 64,
-                 readout_hidden=(64, 32), lam0: float = 1.0, v_min: float = 5e-7,
-                 min_noise_var: float = 1e-6, cavity_skip: bool = False, cavity_gate: bool = False, **kw):
+                 readout_hidden=(64, 32), lam0: Optional[float] = None, v_min: float = 1e-13,
+                 min_noise_var: float = 1e-6, cavity_skip: bool = False, cavity_gate: bool = False,
+                 message_out_act: str = "relu", readout_act: str = "none", node_sign: float = -1.0,
+                 loss: str = "all", **kw):
         super().__init__(constellation, **kw)
+        if loss not in LOSSES:
+            raise ValueError(f"{self.name}: loss must be one of {LOSSES}, got {loss!r}")
+        self.loss = loss
         if readout not in READOUTS:
             raise ValueError(f"gepnet: readout must be one of {READOUTS}, got {readout!r}")
         if readout == "pam":
@@ -75,10 +107,15 @@ class GEPNet(GraphDetector):
         self.rounds = _check_positive_int("rounds", self.name, rounds)
         if not 0.0 <= damping < 1.0:
             raise ValueError(f"gepnet: damping must be in [0, 1), got {damping!r}")
-        if not (isinstance(lam0, (int, float)) and lam0 > 0):
-            raise ValueError(f"gepnet: lam0 must be a positive float, got {lam0!r}")
+        if lam0 is None:
+            lam0 = prior_precision(self.constellation)
+        if not (isinstance(lam0, (int, float)) and not isinstance(lam0, bool) and lam0 > 0):
+            raise ValueError(f"{self.name}: lam0 must be None (1 / E[x_K^2]) or a positive float, got {lam0!r}")
+        if not (isinstance(v_min, (int, float)) and not isinstance(v_min, bool) and v_min > 0):
+            raise ValueError(f"{self.name}: v_min must be a positive float, got {v_min!r}")
         self.damping, self.readout, self.lam0 = float(damping), readout, float(lam0)
         self.v_min, self.min_noise_var = float(v_min), float(min_noise_var)
+        self._structure(message_out_act, readout_act, node_sign)
         self.node_size, self.gru_size = node_size, gru_size
         self.message_hidden = check_sizes("message_hidden", message_hidden, 2)
         self.readout_hidden = check_sizes("readout_hidden", readout_hidden, 2)
@@ -176,8 +213,13 @@ class GEPNet(GraphDetector):
         self._check_params(H)
         B, _, Nt = H.shape
         real = H.dtype.to_real()
+        if self.cavity_skip and real == torch.float32 and self.v_min < V_MIN_FLOAT32_CAVITY:
+            raise ValueError(
+                f"{self.name}: cavity_skip in float32 needs v_min >= {V_MIN_FLOAT32_CAVITY:g} (got {self.v_min:g}): "
+                "the Gaussian cavity term drives lam up to 1 / v_min and the float32 LMMSE step then loses "
+                "all precision (non-finite values); pass v_min=5e-7 (the legacy value) or run in float64")
         s2 = self._floor(noise_var / 2)                                  # real noise variance
-        gram, rhs, f, edge, node_mask = real_graph(H, y, mask, s2, -1.0)
+        gram, rhs, f, edge, node_mask = real_graph(H, y, mask, s2, -1.0, self.node_sign)
         # Masked real nodes: diagonal 1 keeps A = gram + diag(lam) well conditioned and the
         # cavity (7) finite, v_obs = s2 (their rows and columns are otherwise zero).
         absent = (~node_mask).to(real)
@@ -213,7 +255,8 @@ class GEPNet(GraphDetector):
         return self._log_probs(self._run(y, H, noise_var, mask)[-1]), None
 
     def training_loss(self, y, H, noise_var, x_idx, mask: Optional[Tensor] = None) -> Tensor:
-        """Cross-entropy of every iteration's readout, averaged over the iterations."""
+        """Cross-entropy of every iteration's readout averaged over the iterations
+        (``loss="all"``), or of the last iteration's alone (``"final"``)."""
         noise_var, mask = self.checked(y, H, noise_var, mask)
         x_idx = valid_indices(x_idx, mask, self)
         if self.readout == "pam":
@@ -221,7 +264,9 @@ class GEPNet(GraphDetector):
         else:
             target, valid = x_idx, mask
         outs = self._run(y, H, noise_var, mask)
+        if self.loss == "final":
+            return masked_cross_entropy(outs[-1], target, valid)
         return sum(masked_cross_entropy(lg, target, valid) for lg in outs) / len(outs)
 
 
-__all__ = ["GEPNet", "READOUTS"]
+__all__ = ["GEPNet", "READOUTS", "LOSSES", "prior_precision"]

@@ -6,13 +6,17 @@ symbol ``x_K``, ``K = 1..2Nt`` (the real parts of the users, then the imaginary 
 Its pairwise MRF (AMP-GNN eq. 11) has self potentials in ``y_r^T h_K`` and ``h_K^T h_K``
 and pair potentials in ``h_K^T h_J``, so the graph inputs are
 
-    node features  f_K  = [y_r^T h_K, h_K^T h_K, sigma^2]          (AMP-GNN 14, E2E 11)
+    node features  f_K  = [y_r^T h_K, c * h_K^T h_K, sigma^2]      (AMP-GNN 14, E2E 11)
     edge attribute e_KJ = [s * h_K^T h_J, sigma^2],  s = -1 (E2E), +1 (AMP-GNN f_jn)
 
-all read off one real Gram product (:func:`mimo_fast.detect.iterative._real_gram`). The
-plain detector runs ``rounds`` rounds of the :class:`~mimo_fast.nn.MPNN` with the node
-features as GRU attribute and reads a PAM distribution per real node; a QAM point's
-logit is the sum of its real and imaginary levels' log-probabilities.
+all read off one real Gram product (:func:`mimo_fast.detect.iterative._real_gram`); the
+node sign ``c`` (option ``node_sign``) is -1 in the GEPNet and GNN-detector authors' code
+(the self potential's ``-h_K^T h_K / 2``), +1 in the papers' text and in the shipped files.
+The plain detector runs ``rounds`` rounds of the :class:`~mimo_fast.nn.MPNN` and reads a
+PAM distribution per real node; a QAM point's logit is the sum of its real and imaginary
+levels' log-probabilities. Its defaults are the authors' code (Scotti et al.; see
+docs/fidelity.md): ReLU after the message MLP's last layer, GRU input the message sum
+only, affine readout, sizes message (128, 64), GRU 128, readout (128, 64).
 
 Masks: a masked user's two real nodes are absent from the MPNN (send nothing, state held
 at zero) and its column of H is zeroed before the Gram product.
@@ -28,23 +32,26 @@ from torch import Tensor
 from mimo_fast.detect.iterative import _real_gram
 from mimo_fast.detect.learned.base import LearnedDetector
 from mimo_fast.nn import MPNN
-from mimo_fast.nn.mlp import check_sizes
+from mimo_fast.nn.mlp import check_act, check_sizes
 
 
 # --- graph inputs -------------------------------------------------------------------
-def real_graph(H: Tensor, y: Tensor, mask: Tensor, sigma2: Tensor, edge_sign: float):
+def real_graph(H: Tensor, y: Tensor, mask: Tensor, sigma2: Tensor, edge_sign: float,
+               node_sign: float = 1.0):
     """Real-equivalent Gram matrix and graph inputs with masked users removed.
 
     Returns ``(gram (B, 2Nt, 2Nt) = H_r^T H_r, rhs (B, 2Nt) = H_r^T y_r, features
-    (B, 2Nt, 3), edge (B, 2Nt, 2Nt, 2), node_mask (B, 2Nt))``; ``sigma2 (B,)`` is the
-    noise variance the features carry.
+    (B, 2Nt, 3) = [rhs, node_sign * diag(gram), sigma2], edge (B, 2Nt, 2Nt, 2) =
+    [edge_sign * gram, sigma2], node_mask (B, 2Nt))``; ``sigma2 (B,)`` is the noise
+    variance the features carry.
     """
     B, _, Nt = H.shape
     K = 2 * Nt
     H = H * mask[:, None, :].to(H.dtype)                     # masked users: zero columns
     gram, rhs = _real_gram(H, y, torch.ones_like(sigma2))
     s = sigma2[:, None].expand(B, K)
-    features = torch.stack([rhs, gram.diagonal(dim1=-2, dim2=-1), s], -1)
+    diag = gram.diagonal(dim1=-2, dim2=-1)
+    features = torch.stack([rhs, diag if node_sign == 1.0 else node_sign * diag, s], -1)
     edge = torch.stack([edge_sign * gram, sigma2[:, None, None].expand(B, K, K)], -1)
     return gram, rhs, features, edge, torch.cat([mask, mask], 1)
 
@@ -101,6 +108,11 @@ def masked_cross_entropy(logits: Tensor, target: Tensor, mask: Tensor) -> Tensor
 
 
 # --- shared base ------------------------------------------------------------------------
+#: the structure options of the GNN detectors before the authors' code became the default
+#: (what the shipped gnn/gepnet/e2e/ampgnn files were trained with; docs/fidelity.md)
+LEGACY_MPNN = {"message_out_act": "none", "readout_act": "relu"}
+
+
 class GraphDetector(LearnedDetector):
     """What gnn, gepnet and ampgnn share: the MPNN options, ``config()`` and the check
     that the inputs match the parameters' dtype and device."""
@@ -108,13 +120,23 @@ class GraphDetector(LearnedDetector):
     #: constructor options (besides constellation, nr, nt, backend) of the subclass
     _options: tuple = ()
 
+    def _structure(self, message_out_act, readout_act, node_sign=None) -> None:
+        """Check and set the structure options shared by the GNN detectors."""
+        self.message_out_act = check_act(f"{self.name}: message_out_act", message_out_act)
+        self.readout_act = check_act(f"{self.name}: readout_act", readout_act)
+        if node_sign is not None:
+            if isinstance(node_sign, bool) or node_sign not in (1, -1):
+                raise ValueError(f"{self.name}: node_sign must be +1 or -1, got {node_sign!r}")
+            self.node_sign = float(node_sign)
+
     def _mpnn(self, *, readout_out, attr_features, node_size, message_hidden, gru_size,
               readout_hidden, rounds, readout_in=None) -> MPNN:
         return MPNN(readout_out=readout_out, in_features=3, edge_features=2,
                     attr_features=attr_features, node_size=node_size,
                     message_hidden=check_sizes("message_hidden", message_hidden, 2),
                     gru_size=gru_size, readout_hidden=check_sizes("readout_hidden", readout_hidden, 2),
-                    readout_in=readout_in, rounds=rounds, backend=self.backend)
+                    readout_in=readout_in, rounds=rounds, message_out_act=self.message_out_act,
+                    readout_act=self.readout_act, backend=self.backend)
 
     def config(self) -> dict:
         out = {}
@@ -142,22 +164,29 @@ def _check_positive_int(name: str, det: str, v) -> int:
 class GNN(GraphDetector):
     """Plain GNN detector on the pairwise MRF (Scotti et al.), real nodes, PAM readout.
 
-    ``u^(0) = W_1 f_K + b_1``; ``rounds`` rounds of the MPNN with the node features as the
-    GRU attribute; ``p_K = softmax(R(u_K))`` over the PAM levels. Loss: cross-entropy of
-    the real nodes' levels. Options: ``rounds`` (10), ``node_size`` (8),
-    ``message_hidden`` ((64, 32)), ``gru_size`` (64), ``readout_hidden`` ((64, 32)),
-    ``edge_sign`` (-1: the pair potential's ``-h_K^T h_J``), ``min_noise_var`` (1e-6).
-    The features carry the real-model noise variance (half the complex one).
+    ``u^(0) = W_1 f_K + b_1``; ``rounds`` rounds of the MPNN; ``p_K = softmax(R(u_K))``
+    over the PAM levels. Loss: cross-entropy of the real nodes' levels. Options:
+    ``rounds`` (10), ``node_size`` (8), ``message_hidden`` ((128, 64)), ``gru_size`` (128),
+    ``readout_hidden`` ((128, 64)), ``edge_sign`` (-1: the pair potential's
+    ``-h_K^T h_J``), ``min_noise_var`` (1e-6), and the structure options whose defaults
+    are the authors' code: ``message_out_act`` (``"relu"``: ReLU after the message MLP's
+    last layer), ``readout_act`` (``"none"``: affine readout), ``node_sign`` (-1: the node
+    feature ``-h_K^T h_K``), ``gru_attr`` (False: the GRU reads the message sum only;
+    True adds the node features as attribute). A file whose config lacks them was trained
+    with :attr:`LEGACY_STRUCTURE`. The features carry the real-model noise variance (half
+    the complex one).
     """
 
     name = "gnn"
     needs_separable = True
     _options = ("rounds", "node_size", "message_hidden", "gru_size", "readout_hidden",
-                "edge_sign", "min_noise_var")
+                "edge_sign", "min_noise_var", "message_out_act", "readout_act", "node_sign", "gru_attr")
+    LEGACY_STRUCTURE = {**LEGACY_MPNN, "node_sign": 1.0, "gru_attr": True}
 
     def __init__(self, constellation, *, rounds: int = 10, node_size: int = 8,
-                 message_hidden=(64, 32), gru_size: int = 64, readout_hidden=(64, 32),
-                 edge_sign: float = -1.0, min_noise_var: float = 1e-6, **kw):
+                 message_hidden=(128, 64), gru_size: int = 128, readout_hidden=(128, 64),
+                 edge_sign: float = -1.0, min_noise_var: float = 1e-6, message_out_act: str = "relu",
+                 readout_act: str = "none", node_sign: float = -1.0, gru_attr: bool = False, **kw):
         super().__init__(constellation, **kw)
         pam_levels(self)
         self.rounds = _check_positive_int("rounds", self.name, rounds)
@@ -165,17 +194,21 @@ class GNN(GraphDetector):
         self.message_hidden = check_sizes("message_hidden", message_hidden, 2)
         self.readout_hidden = check_sizes("readout_hidden", readout_hidden, 2)
         self.edge_sign, self.min_noise_var = float(edge_sign), float(min_noise_var)
+        self._structure(message_out_act, readout_act, node_sign)
+        if not isinstance(gru_attr, bool):
+            raise TypeError(f"gnn: gru_attr must be a bool, got {gru_attr!r}")
+        self.gru_attr = gru_attr
         L = self.constellation.real_levels.numel()
-        self.mpnn = self._mpnn(readout_out=L, attr_features=3, node_size=node_size,
+        self.mpnn = self._mpnn(readout_out=L, attr_features=3 if gru_attr else 0, node_size=node_size,
                                message_hidden=message_hidden, gru_size=gru_size,
                                readout_hidden=readout_hidden, rounds=rounds)
 
     def _pam_logits(self, y, H, noise_var, mask) -> tuple:
         self._check_params(H)
         s2 = self._floor(noise_var / 2)                                   # real noise variance
-        _, _, f, edge, node_mask = real_graph(H, y, mask, s2, self.edge_sign)
+        _, _, f, edge, node_mask = real_graph(H, y, mask, s2, self.edge_sign, self.node_sign)
         u, g = self.mpnn.encode(f, node_mask)                             # (14)
-        u, g = self.mpnn(u, g, edge, f, node_mask)                        # (15)-(17)
+        u, g = self.mpnn(u, g, edge, f if self.gru_attr else None, node_mask)   # (15)-(17)
         return self.mpnn.readout(u), node_mask                            # (18)
 
     def _detect_masked(self, y, H, noise_var, mask):
@@ -189,5 +222,5 @@ class GNN(GraphDetector):
         return masked_cross_entropy(lg, pam_targets(x_idx, self), node_mask)
 
 
-__all__ = ["GNN", "GraphDetector", "real_graph", "pam_levels", "qam_log_probs", "pam_targets",
+__all__ = ["GNN", "GraphDetector", "LEGACY_MPNN", "real_graph", "pam_levels", "qam_log_probs", "pam_targets",
            "valid_indices", "moments", "masked_cross_entropy"]

@@ -12,7 +12,12 @@ A file holds the model's ``state_dict`` (float tensors) and these string metadat
 
 Files are written atomically (a temporary file in the same folder, then ``os.replace``),
 so an interrupted write never leaves a truncated file under the final name. Loading
-checks the name, the parameter names and shapes, and says which differ.
+checks the name, the parameter names and shapes, and says which differ; a tensor with a
+NaN or infinity, or a metadata field that is not the JSON :func:`save` writes, raises
+:class:`WeightsError` naming the file and the tensor or field. A saved config
+that lacks a structure option added later gets the value the file was trained with, the
+class's ``LEGACY_STRUCTURE`` (:func:`mimo_fast.detect.learned.base.with_legacy`), not the
+constructor's current default.
 
 Shipped weights live in ``mimo_fast/weights/`` as ``<name>_<nr>x<nt>_<constellation>.safetensors``.
 """
@@ -28,6 +33,7 @@ import torch
 from torch import nn
 
 from mimo_fast.comm import Constellation, as_constellation
+from mimo_fast.detect.learned.base import with_legacy
 
 SHIPPED_DIR = pathlib.Path(__file__).resolve().parent.parent.parent / "weights"
 _PREFIX = "mimo_fast."
@@ -43,8 +49,15 @@ def _constellation_json(c: Constellation) -> str:
 
 
 def constellation_from_json(text: str) -> Constellation:
-    d = json.loads(text)
+    return _constellation_from_obj(json.loads(text))
+
+
+def _constellation_from_obj(d) -> Constellation:
+    if not isinstance(d, dict) or not isinstance(d.get("name"), str) or not isinstance(d.get("points"), list):
+        raise TypeError("expected an object with a string 'name' and a list 'points'")
     pts = torch.tensor([complex(re, im) for re, im in d["points"]], dtype=torch.complex128)
+    if not pts.numel() or not bool(torch.isfinite(torch.view_as_real(pts)).all()):
+        raise ValueError("the points must be a non-empty list of finite [re, im] pairs")
     if d["name"].startswith("qam"):
         c = as_constellation(d["name"])
         if torch.allclose(c.points, pts, atol=1e-9):
@@ -98,7 +111,53 @@ def read_raw(path) -> tuple[dict, dict]:
             state = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as exc:  # safetensors raises its own error types for bad headers
         raise WeightsError(f"weights: {str(path)!r} is not a readable safetensors file ({exc})") from exc
+    for key, t in state.items():
+        check_finite_tensor(t, f"weights: {str(path)!r}", key)
     return state, raw
+
+
+def check_finite_tensor(t, where: str, key: str) -> None:
+    """A floating tensor with a NaN or infinity raises :class:`WeightsError` naming ``where``
+    (the file) and ``key`` (the tensor): such weights load fine but make every output
+    garbage (a NaN-filled detector reports SER ~0.95), so they are refused on loading."""
+    if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex()) and t.numel():
+        bad = ~torch.isfinite(t)
+        if bool(bad.any()):
+            n = int(bad.sum())
+            first = tuple(int(i) for i in bad.nonzero()[0])
+            raise WeightsError(f"{where}: tensor {key!r} has {n} non-finite value(s) (first "
+                               f"{t[first].item()} at index {first}); the file is corrupt or was written "
+                               "by a diverged training run")
+
+
+def _field(path, key: str, text, kind: str = "json"):
+    """Decode metadata field ``key`` of ``path`` or raise :class:`WeightsError` naming both."""
+    where = f"weights: {str(path)!r}: metadata field {_PREFIX + key!r}"
+    if not isinstance(text, str):
+        raise WeightsError(f"{where} is not a string")
+    if kind == "str":
+        return text
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise WeightsError(f"{where} is not valid JSON ({exc})") from None
+
+
+def _check_meta(path, meta: dict) -> None:
+    """The decoded metadata has the types :func:`save` writes; else :class:`WeightsError`
+    naming the file and the field."""
+    def bad(key, want, got):
+        raise WeightsError(f"weights: {str(path)!r}: metadata field {_PREFIX + key!r} must be {want}, got "
+                           f"{type(got).__name__} {got!r}"[:400])
+    if not meta["detector"]:
+        bad("detector", "a detector name", meta["detector"])
+    for key in ("config", "record"):
+        if key in meta and meta[key] is not None and not isinstance(meta[key], dict):
+            bad(key, "a JSON object", meta[key])
+    for key in ("nr", "nt"):
+        v = meta.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            bad(key, "a positive integer or null", v)
 
 
 def read(path) -> tuple[dict, dict]:
@@ -113,8 +172,16 @@ def read(path) -> tuple[dict, dict]:
         if not k.startswith(_PREFIX):
             continue
         key = k[len(_PREFIX):]
-        meta[key] = v if key in ("detector", "constellation") else json.loads(v)
-    meta["constellation"] = constellation_from_json(meta["constellation"])
+        meta[key] = _field(path, key, v, "str" if key == "detector" else "json")
+    _check_meta(path, meta)
+    if "constellation" not in meta:
+        raise WeightsError(f"weights: {str(path)!r}: metadata field {_PREFIX + 'constellation'!r} is missing")
+    try:
+        meta["constellation"] = _constellation_from_obj(meta["constellation"])
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise WeightsError(f"weights: {str(path)!r}: metadata field {_PREFIX + 'constellation'!r} is not "
+                           f"{{\"name\": str, \"points\": [[re, im], ...]}} with finite points "
+                           f"({type(exc).__name__}: {exc})") from None
     return state, meta
 
 
@@ -130,9 +197,14 @@ def load(path, expect: Optional[str] = None, registry: Optional[dict] = None, **
         raise WeightsError(f"weights: {str(path)!r} holds a {name!r} detector, not {expect!r}")
     if name not in registry:
         raise WeightsError(f"weights: {str(path)!r} holds a {name!r} detector, unknown to this version")
-    cfg = dict(meta.get("config") or {})
+    cfg = with_legacy(registry[name], dict(meta.get("config") or {}))
     cfg.update(overrides)
-    det = registry[name](meta["constellation"], nr=meta.get("nr"), nt=meta.get("nt"), **cfg)
+    try:
+        det = registry[name](meta["constellation"], nr=meta.get("nr"), nt=meta.get("nt"), **cfg)
+    except (TypeError, ValueError, KeyError) as exc:
+        given = f" with the options given ({overrides})" if overrides else ""
+        raise WeightsError(f"weights: {str(path)!r}: metadata field {_PREFIX + 'config'!r}{given} does not "
+                           f"build a {name} detector ({type(exc).__name__}: {exc})") from None
     load_state(det, state, str(path))
     det.record = meta.get("record") or {}
     return det
@@ -186,4 +258,4 @@ def find_shipped(name: str, nr: Optional[int], nt: Optional[int], constellation)
 
 
 __all__ = ["save", "load", "read", "read_raw", "load_state", "find_shipped", "shipped", "shipped_name",
-           "WeightsError", "atomic_write", "SHIPPED_DIR", "constellation_from_json"]
+           "WeightsError", "atomic_write", "SHIPPED_DIR", "constellation_from_json", "check_finite_tensor"]
