@@ -56,3 +56,29 @@ def test_hard_examples_runs_and_refuses_bad_options(tmp_path):
     for bad in (["--hard-fraction", "0"], ["--steps", "0"]):
         with pytest.raises(SystemExit):
             m.parse(["--init", "shipped", "--out", "x", *bad])
+
+
+def test_learning_curve_evaluates_snapshots_once(tmp_path):
+    """--keep-every snapshots -> the learning-curve script: one point per snapshot, EP on the
+    same draws, cached (a rerun evaluates nothing new)."""
+    from mimo_fast import comm
+    from mimo_fast.detect import REGISTRY
+    from mimo_fast.train import DataConfig, TrainConfig, Trainer
+    torch.manual_seed(0)
+    model = REGISTRY["gepnet"](comm.qam(16), nr=8, nt=8, iterations=2, rounds=1, loss="final")
+    run = tmp_path / "run"
+    Trainer(model, DataConfig(nr=8, nt=8), TrainConfig(steps=2, batch=4, val_every=1, val_batches=1),
+            out=run, keep_every=1).train()
+    assert sorted(p.name for p in (run / "snapshots").iterdir()) == ["step_00000001.safetensors",
+                                                                     "step_00000002.safetensors"]
+    m = script("gepnet_learning_curve")
+    out = tmp_path / "curve.json"
+    args = [str(run), "--symbols", "400", "800", "--batch", "50", "--json", str(out), "--png", str(tmp_path / "c.png")]
+    assert m.main(args) == 0
+    res = json.loads(out.read_text())
+    assert [p["step"] for p in res["points"]] == [1, 2] and [p["samples"] for p in res["points"]] == [4, 8]
+    assert res["ep"]["25"]["symbols"] == 800 and res["points"][0]["gepnet"]["20"]["symbols"] == 400
+    before = out.read_text()
+    m.main(args)
+    assert json.loads(out.read_text())["points"] == json.loads(before)["points"]
+    assert (tmp_path / "c.png").stat().st_size > 0
