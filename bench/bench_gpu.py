@@ -49,7 +49,7 @@ import torch
 
 from mimo_fast.ops import amp_step, ep_lmmse, mpnn_message_sum, registry, validate
 from mimo_fast.bench.baselines import (amp_eager, amp_naive, ep_inv, ep_linalg, ep_triangular,
-                                     mpnn_careful, mpnn_naive)
+                                     mpnn_careful, mpnn_careful_relu, mpnn_naive, mpnn_naive_relu)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the GPU benchmarks need one")
 
@@ -84,35 +84,6 @@ def mpnn_inputs(key, shape=None):
     r = lambda *s, scale=1.0: torch.randn(*s, generator=g, device=DEV) * scale  # noqa: E731
     return [r(B, N, F), r(B, N, N, E), r(H1, 2 * F + E, scale=(2 * F + E) ** -0.5), r(H1, scale=0.1),
             r(H2, H1, scale=H1 ** -0.5), r(H2, scale=0.1), r(Fo, H2, scale=H2 ** -0.5), r(Fo, scale=0.1)]
-
-
-def _valid(mask, B, N, device, dtype):
-    """(B, N, N) weights of the messages summed: j != n and sender j present."""
-    valid = ~torch.eye(N, dtype=torch.bool, device=device).expand(B, N, N)
-    if mask is not None:
-        valid = valid & mask[:, None, :]
-    return valid.to(dtype)
-
-
-def mpnn_naive_relu(node, edge, w1, b1, w2, b2, w3, b3, mask=None):
-    """mpnn_naive with the ReLU after the last layer (out_act="relu"), per message."""
-    B, N, F = node.shape
-    pairs = torch.cat([node[:, :, None, :].expand(B, N, N, F), node[:, None, :, :].expand(B, N, N, F), edge], -1)
-    msg = torch.relu(torch.relu(torch.relu(pairs @ w1.T + b1) @ w2.T + b2) @ w3.T + b3)   # (B, N, N, Fo)
-    out = (msg * _valid(mask, B, N, node.device, node.dtype)[..., None]).sum(2)
-    return out if mask is None else out * mask[:, :, None].to(out.dtype)
-
-
-def mpnn_careful_relu(node, edge, w1, b1, w2, b2, w3, b3, mask=None):
-    """mpnn_careful for out_act="relu": the first layer split per node, but the last layer
-    runs per message (the ReLU after it forbids summing first)."""
-    B, N, F = node.shape
-    recv = node @ w1[:, :F].T + b1
-    send = node @ w1[:, F:2 * F].T
-    h1 = torch.relu(recv[:, :, None, :] + send[:, None, :, :] + edge @ w1[:, 2 * F:].T)
-    msg = torch.relu(torch.relu(h1 @ w2.T + b2) @ w3.T + b3)
-    out = torch.einsum("bnjo,bnj->bno", msg, _valid(mask, B, N, node.device, node.dtype))
-    return out if mask is None else out * mask[:, :, None].to(out.dtype)
 
 
 def mpnn_flops_bytes(key):
