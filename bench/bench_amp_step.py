@@ -2,18 +2,21 @@
 'reference' and backend 'cpu', forward and forward+backward. Answers are checked against
 the reference before timing.
 
-    pytest bench/bench_amp_step.py --benchmark-only --benchmark-json bench/results/amp_step_cpu.json
-    python bench/report.py bench/results/amp_step_cpu.json > bench/results/amp_step_cpu.md
+    pytest bench/bench_amp_step.py --benchmark-only --benchmark-json bench/results/<machine>/amp_step_cpu.json
+    python bench/report.py bench/results/<machine>/amp_step_cpu.json > bench/results/<machine>/amp_step_cpu.md
+
+(<machine>: a folder per machine under bench/results/, e.g. xeon-2core-avx512.)
 """
 import functools
 
 import pytest
 import torch
 
+from mimo_fast.bench import shapes
 from mimo_fast.bench.baselines import amp_eager
 from mimo_fast.ops import amp_step
 
-SHAPES = [(256, 64, 64), (16, 1024, 1024)]
+SHAPES = list(shapes.AMP.values())   # (B, M, N): B256 64x64, B16 1024x1024
 IMPLS = ["eager", "compile", "reference", "cpu"]
 
 

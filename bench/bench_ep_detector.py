@@ -2,7 +2,13 @@
 ``torch.linalg.inv`` every iteration (the usual published form), and optionally Sionna's
 ``EPDetector`` when ``sionna-no-rt`` is installed.
 
-Run:  pytest bench/bench_ep_detector.py --benchmark-only --benchmark-json bench/results/ep_detector.json
+Run:  pytest bench/bench_ep_detector.py --benchmark-only -k "not sionna" \
+          --benchmark-json bench/results/<machine>/ep_detector.json
+      pytest bench/bench_ep_detector.py --benchmark-only -k sionna \
+          --benchmark-json bench/results/<machine>/ep_detector_sionna.json      # its own process
+      python bench/report.py bench/results/<machine>/ep_detector.json \
+          bench/results/<machine>/ep_detector_sionna.json > bench/results/<machine>/ep_detector.md
+(<machine>: a folder per machine under bench/results/, e.g. xeon-2core-avx512.)
 ``MIMO_BENCH_B`` overrides the batch (default 4096); ``MIMO_BENCH_ROUNDS`` the rounds.
 """
 from __future__ import annotations

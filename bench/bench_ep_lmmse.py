@@ -2,16 +2,19 @@
 cholesky_inverse diagonal; autograd for backward), backend 'reference' and backend 'cpu',
 forward and forward+backward. Answers are checked against the reference before timing.
 
-    pytest bench/bench_ep_lmmse.py --benchmark-only --benchmark-json bench/results/ep_lmmse_cpu.json
-    python bench/report.py bench/results/ep_lmmse_cpu.json > bench/results/ep_lmmse_cpu.md
+    pytest bench/bench_ep_lmmse.py --benchmark-only --benchmark-json bench/results/<machine>/ep_lmmse_cpu.json
+    python bench/report.py bench/results/<machine>/ep_lmmse_cpu.json > bench/results/<machine>/ep_lmmse_cpu.md
+
+(<machine>: a folder per machine under bench/results/, e.g. xeon-2core-avx512.)
 """
 import pytest
 import torch
 
+from mimo_fast.bench import shapes
 from mimo_fast.bench.baselines import ep_linalg
 from mimo_fast.ops import ep_lmmse
 
-SHAPES = [(4096, 16), (1024, 64), (64, 256)]
+SHAPES = list(shapes.EP.values())   # (B, K): B4096 K16, B1024 K64, B64 K256
 IMPLS = ["torch", "reference", "cpu"]
 
 

@@ -29,14 +29,16 @@ Shapes (the foundation's): MPNN S1 B1024 N16 H128/64 in both out_act forms ("S1"
 "none", "S1-relu" the ReLU after the last layer), S2 B256 N64 H16/8, S3 B32 N256 H64/32
 (F=16, E=2, Fo=16 as in the CPU benchmark); EP B4096 K16 and B1024 K64; AMP B256 64x64
 and B16 1024x1024. MIMO_FAST_GPU_BENCH_SHAPES=S1,S1-relu,... keeps only those shapes
-(bench/gpu_session.sh cuts S2 to fit its time budget).
+(bench/gpu_session.sh cuts S2 to fit its time budget). The sizes are mimo_fast.bench.shapes'.
 
 Every timed case is also appended, as one JSON line, to the file named by
 MIMO_FAST_GPU_BENCH_RECORDS (when set) the moment it finishes, so a run killed by a time
-limit keeps what it measured; bench/report_gpu.py reads those lines or pytest-benchmark's
+limit keeps what it measured; `python bench/report.py gpu` reads those lines or pytest-benchmark's
 JSON.
 
-Run: pytest bench/bench_gpu.py --benchmark-only --benchmark-json bench/results/gpu.json
+Run: pytest bench/bench_gpu.py --benchmark-only --benchmark-json bench/results/<gpu>/gpu_<gpu>.json
+     python bench/report.py bench/results/<gpu>/gpu_<gpu>.json > bench/results/<gpu>/gpu_<gpu>.md
+(<gpu>: e.g. h100; bash bench/gpu_session.sh runs it with the tests and writes the summary)
 """
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ import os
 import pytest
 import torch
 
+from mimo_fast.bench import shapes
 from mimo_fast.ops import amp_step, ep_lmmse, mpnn_message_sum, registry, validate
 from mimo_fast.bench.baselines import (amp_eager, amp_naive, ep_inv, ep_linalg, ep_triangular,
                                      mpnn_careful, mpnn_careful_relu, mpnn_naive, mpnn_naive_relu)
@@ -54,10 +57,11 @@ from mimo_fast.bench.baselines import (amp_eager, amp_naive, ep_inv, ep_linalg, 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the GPU benchmarks need one")
 
 DEV = torch.device("cuda")
-MPNN = {"S1": (1024, 16, 16, 2, 128, 64, 16), "S1-relu": (1024, 16, 16, 2, 128, 64, 16),
-        "S2": (256, 64, 8, 2, 16, 8, 8), "S3": (32, 256, 16, 2, 64, 32, 16)}   # B, N, F, E, H1, H2, Fo
-EP = {"B4096-K16": (4096, 16), "B1024-K64": (1024, 64)}
-AMP = {"B16-1024x1024": (16, 1024, 1024), "B256-64x64": (256, 64, 64)}
+# the standard shapes (mimo_fast.bench.shapes, shared with `mimo-fast bench`), in the order the
+# cases run; "S1-relu" is S1 with out_act="relu". EP stops at K = 64 (the Triton kernel's limit)
+MPNN = {k: shapes.MPNN[k.removesuffix("-relu")] for k in ("S1", "S1-relu", "S2", "S3")}  # B, N, F, E, H1, H2, Fo
+EP = {k: shapes.EP[k] for k in ("B4096-K16", "B1024-K64")}
+AMP = {k: shapes.AMP[k] for k in ("B16-1024x1024", "B256-64x64")}
 PASSES = ["fwd", "fwd+bwd"]
 #: the issue's targets: the shapes the compiled baseline is always timed at (forward)
 TARGETS = {"mpnn": ("S1", "S1-relu"), "ep": ("B4096-K16",), "amp": ("B16-1024x1024",)}

@@ -2,7 +2,9 @@
 on the default backend (the fused kernels behind the ops) against ``backend="reference"``
 (pure PyTorch ops), with the same untrained weights.
 
-Run:  pytest bench/bench_learned.py --benchmark-only --benchmark-json bench/results/learned.json
+Run:  pytest bench/bench_learned.py --benchmark-only --benchmark-json bench/results/<machine>/learned_cpu.json
+      python bench/report.py bench/results/<machine>/learned_cpu.json > bench/results/<machine>/learned_cpu.md
+(<machine>: a folder per machine under bench/results/, e.g. xeon-2core-avx512.)
 ``MIMO_BENCH_B`` sets the inference batch (default 2048), ``MIMO_BENCH_TRAIN_B`` the
 training batch (256), ``MIMO_BENCH_ROUNDS`` the rounds (3), ``MIMO_BENCH_DEVICE`` the
 device (cuda when there is one).

@@ -23,10 +23,13 @@ Peak memory (S3 forward): a fresh subprocess per implementation (glibc told to m
 allocation above 64 KiB so freed memory leaves the RSS), one warm-up call, then the peak
 RSS is reset (/proc/self/clear_refs) and the extra peak of one call is VmHWM - VmRSS.
 
-Run: pytest bench/bench_mpnn_message_sum.py --benchmark-only -k "not relu" \
-        --benchmark-json bench/results/mpnn_message_sum_cpu.json
+Run (<machine>: a folder per machine under bench/results/, e.g. xeon-2core-avx512):
+     pytest bench/bench_mpnn_message_sum.py --benchmark-only -k "not relu" \
+        --benchmark-json bench/results/<machine>/mpnn_message_sum_cpu.json
      pytest bench/bench_mpnn_message_sum.py --benchmark-only -k "relu and S1" \
-        --benchmark-json bench/results/mpnn_message_sum_relu_cpu.json
+        --benchmark-json bench/results/<machine>/mpnn_message_sum_relu_cpu.json
+     python bench/report.py bench/results/<machine>/mpnn_message_sum_relu_cpu.json \
+        > bench/results/<machine>/mpnn_message_sum_relu_cpu.md
 """
 from __future__ import annotations
 
@@ -41,24 +44,18 @@ import torch
 
 from mimo_fast.bench.baselines import mpnn_careful as careful, mpnn_naive as naive
 from mimo_fast.bench.baselines import mpnn_careful_relu as careful_relu, mpnn_naive_relu as naive_relu
+from mimo_fast.bench import shapes
 from mimo_fast.ops import mpnn_message_sum
 
-SHAPES = {  # B, N, F, E, H1, H2, Fo
-    "S1": (1024, 16, 16, 2, 128, 64, 16),
-    "S1fo8": (1024, 16, 16, 2, 128, 64, 8),
-    "S2": (256, 64, 8, 2, 16, 8, 8),
-    "S3": (32, 256, 16, 2, 64, 32, 16),
-}
+# B, N, F, E, H1, H2, Fo: the standard shapes (mimo_fast.bench.shapes) and S1 with Fo = 8
+SHAPES = {"S1": shapes.MPNN["S1"], **shapes.MPNN_VARIANTS, "S2": shapes.MPNN["S2"], "S3": shapes.MPNN["S3"]}
 IMPLS = ["naive", "careful", "compiled", "reference", "cpu", "cpu-nocheck"]
 
 
 def make_inputs(shape, seed=0):
-    B, N, F, E, H1, H2, Fo = SHAPES[shape]
-    g = torch.Generator().manual_seed(seed)
-    r = lambda *s, scale=1.0: torch.randn(*s, generator=g) * scale  # noqa: E731
-    return [r(B, N, F), r(B, N, N, E), r(H1, 2 * F + E, scale=(2 * F + E) ** -0.5), r(H1, scale=0.1),
-            r(H2, H1, scale=H1 ** -0.5), r(H2, scale=0.1), r(Fo, H2, scale=H2 ** -0.5), r(Fo, scale=0.1)]
-
+    """The eight tensors of the standard maker, without a mask (float32, CPU)."""
+    *tensors, _ = shapes.mpnn_inputs(*SHAPES[shape], gen=torch.Generator().manual_seed(seed), masked=False)
+    return tensors
 
 
 _compiled = {"none": torch.compile(careful, dynamic=False), "relu": torch.compile(careful_relu, dynamic=False)}

@@ -1,25 +1,29 @@
 """Reproduce the Model-GNN paper's precoding results on this machine (docs/precoding.md).
 
-    OMP_NUM_THREADS=1 nice python bench/bench_precode.py table2|samples|generalize|table4|table5 [--runs DIR]
+    OMP_NUM_THREADS=1 nice python bench/bench_precode.py table2|samples|generalize|table4|table5 [--runs DIR] \
+        [--results bench/results/<machine>]
+
+RESULTS is ``--results`` (default ``bench/results/xeon-2core-avx512``, where the committed
+results were run; give another machine its own folder).
 
 * ``table2``: SE ratio against WMMSE and CPU inference time of the Model-GNN and Vanilla-GNN
   trained on 1,000 samples, for the (N, K, SNR) points of ``TABLE2`` (reduced epochs, see there),
-  on 100 test channels -> ``bench/results/precode_table2.{json,md}``.
+  on 100 test channels -> ``RESULTS/precode_table2.{json,md}``.
 * ``samples``: SE ratio against the training-set size at SNR 10 dB (Table III) with a fixed
-  number of Adam steps -> ``bench/results/precode_samples.{json,md}``.
+  number of Adam steps -> ``RESULTS/precode_samples.{json,md}``.
 * ``table5``: multi-cell Model-GNN (P2) trained on 1,000 samples against the multi-cell WMMSE
-  for the (M, N, K) of ``TABLE5`` at 10 dB -> ``bench/results/precode_table5.{json,md}``.
+  for the (M, N, K) of ``TABLE5`` at 10 dB -> ``RESULTS/precode_table5.{json,md}``.
 * ``table4``: EE Model-GNN (Lagrangian training) against ZF-Dinkelbach (the EE reference), WMMSE
   and ZF: EE ratio, constraint-satisfaction ratio (CSR) and CPU time at SNR 10 dB for the
   (N, K, R_min) of ``TABLE4`` (reduced: fewer samples and epochs than the paper's 10,000 samples)
-  on 100 test channels -> ``bench/results/precode_table4.{json,md}``.
+  on 100 test channels -> ``RESULTS/precode_table4.{json,md}``.
 * ``generalize_ee``: the EE Model-GNN (with its eta_K FNN) trained with K ~ round(Exp(mean 4)) at
   N = 32, R_min = 2 (Fig. 7; reduced: 3,000 samples, 40 epochs) tested at K = 2..30 against
-  ZF-Dinkelbach -> ``bench/results/precode_generalize_ee.{json,png}``.
+  ZF-Dinkelbach -> ``RESULTS/precode_generalize_ee.{json,png}``.
 * ``table5_gain``: as ``table5`` for the (M, N, K) of ``TABLE5_GAIN`` with the inter-cell links
-  10 dB weaker than the own-cell links (CN(0, 0.1 I)) -> ``bench/results/precode_table5_gain0.1.*``.
+  10 dB weaker than the own-cell links (CN(0, 0.1 I)) -> ``RESULTS/precode_table5_gain0.1.*``.
 * ``generalize``: a Model-GNN trained with K ~ round(Exp(mean 4)) at N = 32 tested at
-  K = 2..30 (Fig. 6), against MRT/ZF/RZF -> ``bench/results/precode_generalize.{json,png}``.
+  K = 2..30 (Fig. 6), against MRT/ZF/RZF -> ``RESULTS/precode_generalize.{json,png}``.
 
 Training runs are kept under ``--runs`` (default /work/runs/precode) and reused when present.
 """
@@ -38,7 +42,8 @@ from mimo_fast.precode import classical, metrics, weights
 from mimo_fast.precode.train import PrecodeTrainConfig, train
 from mimo_fast.precode.wmmse import wmmse
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+#: where the JSON/Markdown/PNG results go (--results)
+RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "xeon-2core-avx512"
 TEST_SEED = 12345
 VANILLA_WIDTHS = [32, 32, 32, 32]
 # (model, N, K, SNR dB, epochs): reduced from the paper's grid to fit the CPU budget
@@ -301,7 +306,7 @@ def generalize_ee(runs, n=32, r_min=2.0, count=3000, epochs=40, ks=(2, 4, 6, 8, 
 
 
 def write(name, rows, md_lines):
-    RESULTS.mkdir(exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps({"machine": machine(), "results": rows}, indent=2))
     if md_lines:
         (RESULTS / f"{name}.md").write_text("\n".join(md_lines) + "\n")
@@ -312,6 +317,8 @@ if __name__ == "__main__":
     ap.add_argument("what", choices=("table2", "samples", "generalize", "generalize_ee", "table4",
                                      "table5", "table5_gain"))
     ap.add_argument("--runs", default="/work/runs/precode")
+    ap.add_argument("--results", type=pathlib.Path, default=RESULTS, help=f"results folder (default {RESULTS})")
     a = ap.parse_args()
+    RESULTS = a.results
     {"table2": table2, "samples": samples, "generalize": generalize, "generalize_ee": generalize_ee, "table4": table4,
      "table5": table5, "table5_gain": lambda r: table5(r, 0.1, TABLE5_GAIN)}[a.what](a.runs)

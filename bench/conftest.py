@@ -2,8 +2,12 @@
 with its numbers (``--benchmark-json`` writes them into ``machine_info``), and helpers
 for the comparisons the bench files make.
 
-Run:  pytest bench/ --benchmark-only --benchmark-json bench/results/<name>.json
-(benchmarks are not part of the test run: ``testpaths`` in pyproject.toml is tests/).
+Run:  pytest bench/bench_<op>.py --benchmark-only --benchmark-json bench/results/<machine>/<name>.json
+      python bench/report.py bench/results/<machine>/<name>.json > bench/results/<machine>/<name>.md
+<machine> is one folder per machine (xeon-2core-avx512, epyc-2core-avx512, h100, ...): numbers
+from different machines never share a folder. Each bench file's docstring gives its <name>;
+bench/README.md lists them. (Benchmarks are not part of the test run: ``testpaths`` in
+pyproject.toml is tests/.)
 """
 from __future__ import annotations
 
@@ -12,6 +16,16 @@ import time
 
 import pytest
 import torch
+
+
+def pytest_collect_file(file_path, parent):
+    """``pytest bench/`` collects the bench_<op>.py files too (pytest's own pattern is
+    test_*.py; a file named on the command line is collected by pytest itself).
+    bench_precode.py is a script (``python bench/bench_precode.py``), not a pytest file."""
+    if (file_path.suffix == ".py" and file_path.name.startswith("bench_") and file_path.name != "bench_precode.py"
+            and not parent.session.isinitpath(file_path)):
+        return pytest.Module.from_parent(parent, path=file_path)
+    return None
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):

@@ -8,18 +8,19 @@
 #             gradients, float64 gradcheck, opcheck, torch.compile, both MPNN out_act forms;
 #             tests/test_{mpnn_message_sum,ep_lmmse,amp_step}*.py without the CPU-only *_cpu
 #             and *_emulation files, plus test_registry/test_validate/test_triton_launch,
-#             -k selecting the CUDA cases), pytest-xdist, per-test timeouts; at the same time
-#             bench/gpu_check_ep_amp.py and bench/gpu_check_mpnn.py (the cuda kernels case by
-#             case, with the launch geometry and where an error sits)
+#             -k selecting the CUDA cases), pytest-xdist, per-test timeouts; at the same time,
+#             in two more pytest processes, the `gpu`-marked tests in tests/gpu/ (the cuda
+#             kernels case by case, with the launch geometry in every failure): test_gpu_ep_lmmse.py
+#             + test_gpu_amp_step.py, and test_gpu_mpnn_message_sum.py (cuda and triton)
 #   bench     bench/bench_gpu.py: naive/careful eager, cuSOLVER (torch.linalg), reference,
 #             triton, cuda (trusted and -checked), at the cut shape set below; the cuda
 #             cases in their own process, so a crashing kernel cannot lose the others
 #   compiled  the torch.compile(mode="max-autotune") baseline at the target shapes (MPNN S1
 #             both out_act forms first, then EP B4096 K16, AMP B16 1024x1024), forward
-#   overhead  bench/gpu_profile.py --overhead: per-call cost of value checks, dispatch and
+#   overhead  tools/gpu_profile.py --overhead: per-call cost of value checks, dispatch and
 #             launch at small shapes, with and without CUDA graphs (trusted_inputs inside the
 #             capture: the checks synchronise), then the time breakdown at the target shapes
-#   report    bench/report_gpu.py: summary.md / summary.json (phase times, pass/fail counts,
+#   report    bench/report.py gpu: summary.md / summary.json (phase times, pass/fail counts,
 #             the issue's targets against the measured ratios, overhead), gpu.json (records)
 #
 # Every phase runs under `timeout` (PLAN below: each phase's own limit, plus what earlier
@@ -124,7 +125,7 @@ phase() {
 }
 
 # ---------------------------------------------------------------- what runs
-# The estimates come from the last GPU run (2026-11-22, bench/results/gpu_h100*.md, same
+# The estimates come from the last GPU run (2026-11-22, bench/results/h100/gpu_h100*.md, same
 # H100 image; it logged the test time only) and this repo's last build (its ninja log);
 # the rest are guesses, marked so. The limits leave ~1.5x.
 
@@ -167,29 +168,31 @@ EOF
 
 # validate (estimate 110 s): the last run's whole suite took 167 s at -n 8 (854 tests);
 # these files are most of its GPU cases, now with the MPNN's relu samples (x2) and the cuda
-# backend, at -n 12. The two gpu_check scripts (guess: under a minute each without timing;
-# gpu_check_mpnn.py says "a minute or two" with it) run beside pytest, each limited to 150 s:
-# correctness only, so sharing the GPU does not matter.
+# backend, at -n 12. The tests/gpu checks (guess: under a minute each: they were the
+# gpu_check_*.py scripts, whose MPNN part said "a minute or two" with its timing, now gone)
+# run beside it in two pytest processes, each limited to 150 s: correctness only, so sharing
+# the GPU does not matter.
 TEST_FILES=$(cd tests && ls test_mpnn_message_sum*.py test_ep_lmmse*.py test_amp_step*.py test_registry.py \
   test_validate.py test_triton_launch.py 2>/dev/null | grep -v -e '_cpu\.py$' -e '_emulation\.py$' | tr '\n' ' ')
 TEST_K=${TEST_K:-"cuda or triton or registry or validate or launch"}
 export TEST_FILES TEST_K
 VALIDATE_CMD='sub() { printf "%s\t%s\t%s\t-\t-\t%s\n" "$1" "$2" "$3" "$(tr "\t" " " <<< "$4")" >> "$WORK/sub.tsv"; }
-  check() {   # check NAME ARGS: bench/gpu_check_NAME.py ARGS, its own time limit, one sub-line
+  check() {   # check NAME FILES: pytest -m gpu FILES (in tests/gpu/), its own time limit, one sub-line
     local s=$(date +%s) r
-    timeout -k 5 150 "$PY" "bench/gpu_check_$1.py" $2 > "$WORK/check_$1.log" 2>&1; r=$?
-    sub "  gpu_check_$1.py $2" "$r" "$(( $(date +%s) - s ))" "$(grep -v "^[[:space:]]*$" "$WORK/check_$1.log" | tail -1)"
+    (cd tests/gpu && timeout -k 5 150 "$PYTEST" -v -p no:cacheprovider -m gpu --timeout 100 -rfE $2) \
+      > "$WORK/check_$1.log" 2>&1; r=$?
+    sub "  tests/gpu $1" "$r" "$(( $(date +%s) - s ))" "$(grep -v "^[[:space:]]*$" "$WORK/check_$1.log" | tail -1)"
     return $r
   }
-  check ep_amp --no-bench & p1=$!
-  check mpnn --no-timing & p2=$!
+  check ep_amp "test_gpu_ep_lmmse.py test_gpu_amp_step.py" & p1=$!
+  check mpnn test_gpu_mpnn_message_sum.py & p2=$!
   s=$(date +%s)
   (cd tests && "$PYTEST" -v -p no:cacheprovider -n "$XDIST_N" --timeout 120 -rfE --durations 15 \
       --junitxml "$WORK/tests.xml" -k "$TEST_K" $TEST_FILES > "$OUT/tests.log" 2>&1)
   r0=$?; sub "  pytest (op tests)" "$r0" "$(( $(date +%s) - s ))" "-n $XDIST_N, -k \"$TEST_K\": $(tail -1 "$OUT/tests.log")"
   tail -30 "$OUT/tests.log"
   wait $p1; r1=$?; wait $p2; r2=$?
-  echo "gpu_check_ep_amp: exit $r1; gpu_check_mpnn: exit $r2"
+  echo "tests/gpu ep_amp: exit $r1; tests/gpu mpnn: exit $r2"
   exit $(( r0 || r1 || r2 ))'
 
 # bench (estimate 45 s, a guess: the last run did not log it): 90 cases of 13 calls of at
@@ -213,8 +216,8 @@ COMPILED_CMD='echo "== pytest bench/bench_gpu.py -k compiled ($(date -u +%T))" >
 # overhead (estimate 20 s, a guess): 4 small shapes x 2 backends x 6 variants of 255 calls
 # (< 0.3 ms each), Triton's compiles at the small shapes (mostly cached by the tests), and
 # the breakdown at 4 shapes (36 calls + a profile each).
-OVERHEAD_CMD='echo "== gpu_profile.py --overhead ($(date -u +%T))" >> "$OUT/bench.log"
-  "$PY" bench/gpu_profile.py --overhead --backends triton cuda --shapes S1,S1-relu,B4096-K16,B16-1024x1024 \
+OVERHEAD_CMD='echo "== tools/gpu_profile.py --overhead ($(date -u +%T))" >> "$OUT/bench.log"
+  "$PY" tools/gpu_profile.py --overhead --backends triton cuda --shapes S1,S1-relu,B4096-K16,B16-1024x1024 \
     --json "$WORK/overhead.json" >> "$OUT/bench.log" 2>&1; r=$?
   grep "^| " "$OUT/bench.log" | tail -60; exit $r'
 
@@ -237,13 +240,13 @@ fi
 stamp "report"
 elapsed=$(( $(date +%s) - start ))
 for c in ep_amp mpnn; do
-  [[ -f $WORK/check_$c.log ]] && { echo "===== bench/gpu_check_$c.py"; cat "$WORK/check_$c.log"; echo; }
+  [[ -f $WORK/check_$c.log ]] && { echo "===== tests/gpu $c (pytest -m gpu)"; cat "$WORK/check_$c.log"; echo; }
 done > "$OUT/checks.log"
 [[ -s $OUT/checks.log ]] || rm -f "$OUT/checks.log"
-timeout -k 2 "$((REPORT_S - 3))" "$PY" bench/report_gpu.py "$WORK"/bench_*.json "$WORK/bench.jsonl" \
+timeout -k 2 "$((REPORT_S - 3))" "$PY" bench/report.py gpu "$WORK"/bench_*.json "$WORK/bench.jsonl" \
   --phases "$WORK/phases.tsv" --junit "$WORK/tests.xml" --tests-log "$OUT/tests.log" --overhead "$WORK/overhead.json" --env "$WORK/env.txt" \
   --total-s "$elapsed" --md "$OUT/summary.md" --json "$OUT/summary.json" --merged "$OUT/gpu.json" \
-  || { echo "report_gpu.py failed"; FAILED+=" report"; }
+  || { echo "bench/report.py gpu failed"; FAILED+=" report"; }
 tar czf "$OUT/extra.tar.gz" -C "$WORK" . 2>/dev/null
 [[ -f $OUT/summary.md ]] && sed -n '1,/^## Benchmark/p' "$OUT/summary.md" | head -150
 stamp "done in ${elapsed}s (+report); failed phases:${FAILED:- none}; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"

@@ -5,8 +5,14 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-#: dtype codes understood by the C++ helpers (csrc/common/strided.h)
-DTYPE_CODES = {"float32": 0, "float64": 1}
+
+def __getattr__(name: str):
+    # DTYPE_CODES, by dtype name: kept for old callers; the one table is
+    # mimo_fast.ops.native.DTYPE_CODES (imported lazily: this module does not import torch).
+    if name == "DTYPE_CODES":
+        from mimo_fast.ops.native import DTYPE_CODES
+        return {str(dt).removeprefix("torch."): code for dt, code in DTYPE_CODES.items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _probe(name: str) -> tuple[ModuleType | None, str | None]:

@@ -7,8 +7,9 @@ import sys
 
 import torch
 
-from mimo_fast import _ext, __version__
+from mimo_fast import __version__
 from mimo_fast.ops import registry
+from mimo_fast.ops.native import extension_info
 from mimo_fast.ops.registry import OP_NAMES
 
 
@@ -21,16 +22,9 @@ def collect() -> dict:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "torch_threads": torch.get_num_threads(),
-        "extension_cpu": dict(_ext.C.build_info) if _ext.C is not None else None,
-        "extension_cpu_reason": _ext.C_REASON,
-        "extension_cuda": dict(_ext.C_CUDA.build_info) if _ext.C_CUDA is not None else None,
-        "extension_cuda_reason": _ext.C_CUDA_REASON,
         "backends": {},
     }
-    if _ext.C is not None:
-        data["cpu_avx2_fma"] = bool(_ext.C.cpu_has_avx2_fma())
-        data["cpu_avx512"] = bool(_ext.C.cpu_has_avx512_core())
-        data["openmp_threads"] = int(_ext.C.openmp_max_threads())
+    data.update(extension_info())
     for name, b in sorted(registry.backends().items(), key=lambda kv: -kv[1].priority):
         entry = {"priority": b.priority, "devices": list(b.devices),
                  "unavailable": b.unavailable(), "ops": {}}

@@ -1,4 +1,4 @@
-"""cuda backend of amp_step (csrc/amp_step/amp_step.cu).
+"""cuda backend of amp_step (csrc/amp_step/cuda/amp_step.cu).
 
 Without a GPU: the launch configuration (tile rows, shared memory, chunking, workspace),
 and the kernels themselves run in the host block emulator on CPU tensors, in both thread

@@ -1,5 +1,6 @@
-"""The experiment scripts in bench/ behind the issue-6/8 notes still run (tiny settings),
-and their fixed ingredients are what the notes say."""
+"""The experiment scripts behind the issue-6/8 notes (experiments/<name>/<name>.py) and the
+learning-curve tool (tools/) still run (tiny settings), and their fixed ingredients are what
+the notes say."""
 import importlib.util
 import json
 import pathlib
@@ -8,11 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-BENCH = pathlib.Path(__file__).resolve().parents[1] / "bench"
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+#: script -> its folder
+WHERE = {"e2e_constellation_headroom": ROOT / "experiments" / "e2e_constellation_headroom",
+         "e2e_points_pullback": ROOT / "experiments" / "e2e_points_pullback",
+         "gepnet_hard_examples": ROOT / "experiments" / "gepnet_hard_examples",
+         "gepnet_learning_curve": ROOT / "tools"}
 
 
 def script(name):
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, WHERE[name] / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

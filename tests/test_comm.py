@@ -87,13 +87,29 @@ def test_noise_var_formula():
     assert comm.noise_var_from_snr(10, 16, 4) == pytest.approx(4 / (16 * 10))
 
 
+def test_comm_channel_is_the_module_and_draw_channel_the_function():
+    """`mimo_fast.comm.channel` names the submodule (it used to be shadowed by the function)."""
+    import types
+
+    import mimo_fast.comm.channel as m
+    from mimo_fast.comm import channel
+    assert isinstance(m, types.ModuleType) and m.__name__ == "mimo_fast.comm.channel"
+    assert channel is m and comm.channel is m and comm.draw_channel is m.draw_channel
+    assert "draw_channel" in comm.__all__ and "channel" not in comm.__all__
+    with pytest.warns(DeprecationWarning, match="draw_channel"):
+        old = m.channel("kronecker", 3, 4, 2, gen(5), rho_rx=0.5)
+    assert torch.equal(old, comm.draw_channel("kronecker", 3, 4, 2, gen(5), rho_rx=0.5))
+    with pytest.raises(ValueError, match="channel kind"):
+        comm.draw_channel("awgn", 1, 2, 2, gen())
+
+
 @pytest.mark.parametrize("kind,kw", [("rayleigh", {}), ("kronecker", {"rho_rx": 0.7, "rho_tx": (0.2, 0.9)})])
 def test_snr_definition_measured(kind, kw):
     """SNR = E||Hx||^2 / E||n||^2, measured on generated data."""
     g = gen(1)
     B, nr, nt, snr_db = 20000, 6, 4, 7.0
     c = qam(16)
-    H = comm.channel(kind, B, nr, nt, g, **kw)
+    H = comm.draw_channel(kind, B, nr, nt, g, **kw)
     x = c.indices_to_points(c.random_indices((B, nt), g))
     s = (H @ x[..., None])[..., 0]
     nv = comm.noise_var_from_snr(snr_db, nr, nt)

@@ -8,7 +8,7 @@ from mimo_fast import cli, comm, detect
 from mimo_fast.detect.learned import weights as files
 from mimo_fast.detect.learned.e2e import E2E
 from mimo_fast.eval import SimConfig, simulate
-from mimo_fast.nn.gnn_tx import GNNTx, distance_edges
+from mimo_fast.detect.learned.gnn_tx import GNNTx, distance_edges
 from mimo_fast.train.data import BatchGenerator, DataConfig
 
 SMALL = dict(message_hidden=(8, 8), gru_size=8, readout_hidden=(16, 16), iterations=3,
@@ -236,10 +236,10 @@ def test_train_cli_few_steps(tmp_path):
 
 # --- shipped weights ------------------------------------------------------------------------------
 # (nt, snr_db, vectors, e2e's SER at most this multiple of EP's on 16-QAM, same draws). The 8x8
-# model is about as good as EP (bench/results/simulate_e2e_8x8_qam16*.json); the 8x2 one (session 5,
+# model is about as good as EP (experiments/e2e/simulate_e2e_8x8_qam16*.json); the 8x2 one (session 5,
 # tx_residual=false) beats it (measured 0.85 here; 10-14% below 16-QAM ML at 10-14 dB in
 # simulate_e2e_8x2_notxres_lr3e-4_step28208.json). This checks that they load and detect on their
-# learned points; the paper's gains are measured in bench/results.
+# learned points; the paper's gains are measured in experiments/e2e/.
 SHIPPED = [(2, 10.0, 3000, 1.0), (8, 22.0, 1000, 1.25)]
 
 

@@ -1,10 +1,10 @@
-"""The EP detector's fused C++ iteration (csrc/ep_detector/) against its torch form:
-same cavities, same precisions, same decisions."""
+"""The EP detector on ops.ep_cavity: the fused C++ loop (csrc/ep_iteration/cpu/) against the
+reference backend's per-step torch form (same cavities, same decisions), its gradient, and
+the real-equivalent Gram matrix."""
 import pytest
 import torch
 
 from mimo_fast import _ext, comm, detect
-from mimo_fast.detect.iterative import EP
 
 pytestmark = pytest.mark.skipif(_ext.C is None, reason=f"no C++ extension: {_ext.C_REASON}")
 
@@ -22,14 +22,11 @@ def _problem(B, nr, nt, order, snr, dtype, seed=0):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("nr,nt,order,snr", [(8, 8, 16, 20.0), (6, 4, 64, 25.0), (5, 3, 4, 5.0), (4, 1, 256, 30.0)])
-def test_fused_iteration_matches_torch(nr, nt, order, snr, dtype, monkeypatch):
+def test_fused_loop_matches_reference(nr, nt, order, snr, dtype):
     c, H, y, nv = _problem(257, nr, nt, order, snr, dtype)
-    det = detect.make("ep", c)
     with torch.no_grad():
-        assert det._use_fused(torch.zeros(1, 1, 1, dtype=dtype), torch.zeros(1), torch.zeros(1, 4))
-        fused = det(y, H, nv)
-        monkeypatch.setattr(EP, "_use_fused", lambda self, *a: False)
-        plain = det(y, H, nv)
+        fused = detect.make("ep", c, backend="cpu")(y, H, nv)
+        plain = detect.make("ep", c, backend="reference")(y, H, nv)
     agree = float((fused.hard == plain.hard).float().mean())
     if dtype == torch.float64:  # same arithmetic: equal to rounding
         torch.testing.assert_close(fused.logits, plain.logits, rtol=1e-9, atol=1e-8)
@@ -41,23 +38,46 @@ def test_fused_iteration_matches_torch(nr, nt, order, snr, dtype, monkeypatch):
         assert float(rel.max()) < 0.2 and agree > 0.999
 
 
-def test_torch_path_when_autograd_records_or_reference_forced(monkeypatch):
-    c, H, y, nv = _problem(4, 4, 4, 16, 15.0, torch.float64)
-    det = detect.make("ep", c)
-    gram = torch.zeros(1, 2, 2, dtype=torch.float64, requires_grad=True)
-    assert not det._use_fused(gram, torch.zeros(2), torch.zeros(2, 4))
-    assert not detect.make("ep", c, backend="reference")._use_fused(gram.detach(), torch.zeros(2), torch.zeros(2, 4))
-    monkeypatch.setenv("MIMO_FAST_BACKEND", "reference")
-    assert not det._use_fused(gram.detach(), torch.zeros(2), torch.zeros(2, 4))
+def test_gradient_through_the_detector_matches_reference():
+    """Under autograd the loop's gradient (replayed through the steps' backwards) is the
+    reference's, e.g. with respect to the received signal."""
+    c, H, y, nv = _problem(6, 4, 3, 16, 12.0, torch.float64)
+    grads = []
+    for backend in ("cpu", "reference"):
+        yy = y.clone().requires_grad_()
+        out = detect.make("ep", c, backend=backend, iterations=4)(yy, H, nv)
+        (g,) = torch.autograd.grad(out.logits.logsumexp(-1).sum(), yy)
+        grads.append(g)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-7, atol=1e-9)
 
 
 def test_kernels_reject_bad_arguments():
-    t = torch.zeros(1, 1)
-    p = t.data_ptr()
-    with pytest.raises(ValueError, match="at least 1 level"):
-        _ext.C.ep_cavity(p, p, p, p, p, p, p, p, 0, 1, 1, 0, 5e-7, 0, 1)
-    with pytest.raises(ValueError, match="unsupported dtype"):
-        _ext.C.ep_update(p, p, p, p, p, p, 1, 1, 1, 0.7, 5e-7, 7, 1)
+    from mimo_fast.ops.cpu import ep_iteration as cpu
+
+    t = torch.zeros(2, 3, dtype=torch.float64)
+    lv = torch.zeros(3, 0, dtype=torch.float64)
+    with pytest.raises(ValueError, match="ep_update_forward: need B >= 0, K >= 1 and L >= 1"):
+        cpu.UPDATE.call(_ext.C.ep_update_forward, t, t, t, t, lv, lv, None, None, t.clone(), t.clone(),
+                        2, 3, 0, 0.5, 1e-9, 1)
+    with pytest.raises(ValueError, match="exactly one of log_prior and logits"):
+        lv = torch.zeros(3, 2, dtype=torch.float64)
+        cpu.UPDATE.call(_ext.C.ep_update_forward, t, t, t, t, lv, None, None, None, t.clone(), t.clone(),
+                        2, 3, 2, 0.5, 1e-9, 1)
+    with pytest.raises(ValueError, match="updates need levels and log_prior"):
+        g = torch.zeros(2, 3, 3, dtype=torch.float64)
+        info = torch.zeros(2, dtype=torch.int32)
+        cpu.CAVITY.call(_ext.C.ep_cavity_forward, g, t, t, t, None, None, *(t.clone() for _ in range(4)), info,
+                        2, 3, 2, 1, 0.5, 1e-9, 1)
+
+
+def test_batch_chunks_give_the_same_answer():
+    """The detector runs large batches in chunks (EP.CHUNK_BYTES of Gram matrices each)."""
+    c, H, y, nv = _problem(37, 6, 4, 16, 15.0, torch.float64)
+    whole, chunked = detect.make("ep", c), detect.make("ep", c)
+    chunked.CHUNK_BYTES = 8 * (4 * 4 * 4 * 8)          # 8 of the 8 x 8 float64 matrices: 5 chunks
+    with torch.no_grad():
+        a, b = whole(y, H, nv), chunked(y, H, nv)
+    assert torch.equal(a.logits, b.logits) and torch.equal(a.hard, b.hard)
 
 
 def test_real_gram_matches_the_real_equivalent_model():

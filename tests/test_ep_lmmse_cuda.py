@@ -1,7 +1,7 @@
-"""cuda backend of ep_lmmse (csrc/ep_lmmse/ep_lmmse.cu).
+"""cuda backend of ep_lmmse (csrc/ep_lmmse/cuda/ep_lmmse.cu).
 
 Without a GPU: the launch configuration, and the kernels themselves run in the host
-block emulator (csrc/common/block_emulator.h) on CPU tensors, in both thread orders, on
+block emulator (csrc/common/cuda/block_emulator.h) on CPU tensors, in both thread orders, on
 the warp path (K <= 32), the block path and forced paths, with batch chunking and non-PD
 matrices, against the reference. With a GPU (skipped here): the op on the device against
 the reference at K = 1, 16, 64, 128, non-PD, chunking, refusal of a K too large.

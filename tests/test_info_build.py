@@ -25,7 +25,9 @@ def test_info_json(capsys):
     assert main(["info", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["backends"]["reference"]["unavailable"] is None
-    assert set(data["backends"]["reference"]["ops"]) == {"mpnn_message_sum", "ep_lmmse", "amp_step"}
+    from mimo_fast.ops import registry
+
+    assert set(data["backends"]["reference"]["ops"]) == set(registry.OP_NAMES)
 
 
 def test_python_dash_m_info():
@@ -72,10 +74,16 @@ def test_kernels_package_ships_inside_mimo_fast():
 def test_first_nonfinite_helper_handles_strides():
     import torch
 
+    from mimo_fast.ops.validate import FIRST_NONFINITE
+
+    def first(t):
+        return FIRST_NONFINITE.call(_ext.C.first_nonfinite, t)
+
     t = torch.zeros(4, 6, dtype=torch.float64)[:, ::2]
-    assert _ext.C.first_nonfinite(t.data_ptr(), list(t.shape), list(t.stride()), 1) == -1
+    assert first(t) == -1
     base = torch.zeros(4, 6)
     base[2, 4] = float("inf")
     base[3, 1] = float("nan")  # not in the strided view
     v = base[:, ::2]
-    assert _ext.C.first_nonfinite(v.data_ptr(), list(v.shape), list(v.stride()), 0) == 2 * 3 + 2
+    assert first(v) == 2 * 3 + 2
+    assert first(base.T) == 1 * 4 + 3       # (6, 4) transposed view: row-major index of base[3, 1]

@@ -27,6 +27,7 @@ import pytest
 import torch
 
 from mimo_fast import _ext
+from mimo_fast.ops import native
 from mimo_fast.ops.cuda import mpnn_message_sum as glue
 from mimo_fast.ops.reference import mpnn_message_sum as ref
 from op_checks import assert_close
@@ -39,9 +40,10 @@ ACTS = ("none", "relu")
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EMU = ROOT / "tests" / "cuda_emulation"
-SOURCES = [ROOT / "csrc/mpnn_message_sum/mpnn_message_sum.cu", ROOT / "csrc/mpnn_message_sum/mpnn_message_sum_backward.cu"]
-DEPENDS = SOURCES + sorted((ROOT / "csrc/mpnn_message_sum").glob("*.cuh")) + [
-    ROOT / "csrc/common/cuda_utils.cuh", EMU / "cuda_runtime.h", EMU / "module.cpp"]
+CUDA_DIR = ROOT / "csrc/mpnn_message_sum/cuda"
+SOURCES = [CUDA_DIR / "mpnn_message_sum.cu", CUDA_DIR / "mpnn_message_sum_backward.cu"]
+DEPENDS = SOURCES + sorted(CUDA_DIR.glob("*.cuh")) + [
+    ROOT / "csrc/common/cuda/cuda_utils.cuh", ROOT / "csrc/common/args.h", EMU / "cuda_runtime.h", EMU / "module.cpp"]
 
 
 def _build() -> pathlib.Path:
@@ -83,7 +85,7 @@ def on_emulation(emu, monkeypatch):
     """The glue, talking to the emulation on CPU tensors; its scratch and output buffers
     start as NaN, so an element a kernel forgets to write fails the comparison."""
     monkeypatch.setattr(_ext, "C_CUDA", emu)
-    monkeypatch.setattr(glue, "_launch_context", lambda t: (contextlib.nullcontext(), 0))
+    monkeypatch.setattr(glue, "_launch_context", lambda t: (contextlib.nullcontext(), 0, "cpu"))
     glue.device_limits.cache_clear()
     glue._launch_config.cache_clear()
     new_empty = torch.Tensor.new_empty
@@ -139,7 +141,7 @@ FWD_VARIANTS = {(0, 8, 8), (0, 4, 8), (0, 2, 8), (0, 8, 4), (0, 4, 4), (0, 2, 4)
 BWD_VARIANTS = {(0, 1), (0, 2), (0, 4), (0, 8), (1, 1), (1, 2), (1, 4)}
 #: float64 with H2P = 256 needs more shared memory than a GPU has: refused (test_refusal)
 REFUSED = {("sender-chunks", torch.float64), ("Fo-chunks", torch.float64)}
-CODES = {torch.float32: 0, torch.float64: 1}
+CODES = {dt: native.dtype_code(dt) for dt in (torch.float32, torch.float64)}
 
 
 def _sample(shape, dtype, masked, seed=0, noncontig=False):
@@ -282,14 +284,7 @@ def test_chunked_forward_launches_match(on_emulation, act):
     want = glue.forward(*args)
     cfg = glue.launch_config(B, N, E, H1, H2, Fo, torch.float32, relu)
     assert cfg["fwd"]["blocks"] == 30
-    H1P = cfg["H1P"]
-    r, s = (torch.nn.functional.pad(t, (0, H1P - H1)).contiguous() for t in (recv, send))
-    e, wec, w2, b2, w3, b3 = (t.contiguous() for t in (tensors[1], we, *tensors[4:]))
-    out = torch.full_like(want, float("nan"))
-    on_emulation.mpnn_message_sum_forward(
-        0, relu, r.data_ptr(), s.data_ptr(), e.data_ptr(), wec.data_ptr(), w2.data_ptr(), b2.data_ptr(),
-        w3.data_ptr(), b3.data_ptr(), mask.data_ptr(), out.data_ptr(), B, N, E, H1, H2, Fo,
-        132, 232448, 233472, 0, max_grid=3)
+    out = glue.forward(*args, max_grid=3)
     small = on_emulation.mpnn_message_sum_launch_config(B, N, E, H1, H2, Fo, 0, relu, max_grid=3)
     assert small["fwd"]["launches"] == 10
     torch.testing.assert_close(out, want, rtol=0, atol=0)

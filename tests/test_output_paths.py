@@ -172,7 +172,7 @@ def test_precode_checks_json_first(tmp_path, capsys):
 
 
 def test_bench_checks_json_first(tmp_path, monkeypatch):
-    from mimo_fast.bench import run as bench_run
-    monkeypatch.setattr(bench_run, "run", lambda *a, **k: pytest.fail("timed before checking --json"))
+    from mimo_fast.bench import timing
+    monkeypatch.setattr(timing, "time_ops", lambda *a, **k: pytest.fail("timed before checking --json"))
     with pytest.raises(SystemExit, match="is a folder"):
         cli.main(["bench", "--quick", "--repeat", "1", "--json", str(tmp_path)])

@@ -119,3 +119,61 @@ def test_weights_errors(tmp_path):
     bad.write_bytes(b"not a file")
     with pytest.raises(weights.WeightsError, match="not a readable"):
         weights.load(bad)
+
+
+def test_precoder_runs_use_the_detectors_run_folder(tmp_path, capsys):
+    """Same loop as `mimo-fast train` for detectors: checkpoint format, step in the log and
+    the weights' record, progress (bar and epoch lines) on stderr, --resume of a finished run."""
+    from mimo_fast.train import checkpoint
+    out = tmp_path / "run"
+    argv = ["train", "model-gnn", "--n", "4", "--k", "2", "--samples", "32", "--epochs", "2", "--batch", "16",
+            "--widths", "4", "--out", str(out)]
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "epoch 2/2" in err and "train model-gnn" in err
+    state = checkpoint.load_state(out)
+    assert state["format"] == checkpoint.FORMAT and state["step"] == 4 and state["lam"] is None
+    assert [(x["epoch"], x["step"]) for x in log(out)] == [(1, 2), (2, 4)]
+    assert weights.read(out / "last.safetensors")[1]["record"]["step"] == 4
+    assert cli.main(argv) == 2 and "already holds a run" in capsys.readouterr().err
+    assert cli.main(argv + ["--resume"]) == 0                       # nothing left to do
+    assert cli.main(argv + ["--resume", "--lr", "0.5"]) == 2
+    assert "lr: 0.001 -> 0.5" in capsys.readouterr().err
+
+
+def test_a_run_folder_of_the_older_precoder_loop_resumes(tmp_path):
+    """Its state counted (epoch, step in epoch), kept the options as a dict and the best
+    ratio to maximise; its weights recorded epoch_step only."""
+    full = train(PrecodeTrainConfig(epochs=3, **TINY), tmp_path / "full", progress=False)
+    old = tmp_path / "old"
+    train(PrecodeTrainConfig(epochs=3, **TINY), old, progress=False)
+    # rewind to the end of epoch 1 in the older format: keep epoch 1's files, drop the rest
+    one = train(PrecodeTrainConfig(epochs=1, **TINY), tmp_path / "one", progress=False)
+    st = torch.load(tmp_path / "one" / "last.state.pt", weights_only=True)
+    opts = json.loads(st["options"])
+    for key in ("objective", "r_min", "dual_lr", "inter_gain"):
+        opts.pop(key)                                              # options newer than some old runs
+    legacy = {"epoch": 1, "step": 0, "optimizer": st["optimizer"], "best": one["best_val_se_ratio"],
+              "elapsed": st["elapsed"], "options": dict(opts, epochs=3), "lam": None}
+    torch.save(legacy, old / "last.state.pt")
+    model = weights.load(tmp_path / "one" / "last.safetensors")
+    weights.save(model, old / "last.safetensors", n=4, k=2, snr_db=10.0, record={"epoch_step": [1, 0]})
+    (old / "log.jsonl").write_text((tmp_path / "one" / "log.jsonl").read_text())
+    rest = train(PrecodeTrainConfig(epochs=3, **TINY), old, resume=True, progress=False)
+    assert rest["epoch"] == 3 and rest["val_se_ratio"] == full["val_se_ratio"]
+    a, _ = weights.read(tmp_path / "full" / "last.safetensors")
+    b, _ = weights.read(old / "last.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [x["epoch"] for x in log(old)] == [1, 2, 3]
+    # a pair from different steps is refused, as for detectors
+    weights.save(model, old / "last.safetensors", n=4, k=2, snr_db=10.0, record={"step": 5})
+    with pytest.raises(ValueError, match="from step 5"):
+        train(PrecodeTrainConfig(epochs=3, **TINY), old, resume=True, progress=False)
+
+
+def test_a_non_finite_loss_stops_the_run_with_a_clear_error(tmp_path, monkeypatch, capsys):
+    from mimo_fast.precode.train import PrecoderTrainer
+    monkeypatch.setattr(PrecoderTrainer, "batch_loss", lambda self, idx: torch.tensor(float("nan"), requires_grad=True))
+    assert cli.main(["train", "model-gnn", "--n", "4", "--k", "2", "--samples", "16", "--epochs", "1", "--widths", "4",
+                     "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    assert "non-finite training loss at step 1" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Backend registry and dispatch (DESIGN.md "Backends"): explicit choices fail loudly
+"""Backend registry and dispatch (docs/conventions.md, "Backends"): explicit choices fail loudly
 with the reason, automatic ones fall back with a one-time warning."""
 import warnings
 
@@ -167,3 +167,39 @@ def test_triton_auto_choice_policy_for_wide_mpnn():
     why = _triton_auto_refusal("mpnn_message_sum", args(128, 64))
     assert why and "128 x 64" in why and str(TRITON_AUTO_MPNN_MAX_H1H2) in why
     assert _triton_auto_refusal("ep_lmmse", (torch.empty(2, 64, 64),)) is None
+
+
+def test_kernel_modules_register_without_importing_backends():
+    """No import cycle: the implementation packages find their backend in the registry;
+    only the ops package imports mimo_fast.ops.backends (its docstring gives the order)."""
+    import ast
+    import pathlib
+
+    root = pathlib.Path(registry.__file__).parent
+    offenders = []
+    for path in sorted(root.glob("*/*.py")) + sorted(root.glob("*.py")):
+        if path.name in ("__init__.py", "backends.py") and path.parent == root:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            if "mimo_fast.ops.backends" in names:
+                offenders.append(str(path.relative_to(root)))
+    assert offenders == [], f"import mimo_fast.ops.backends (use registry.get_backend(name)): {offenders}"
+
+
+def test_op_modules_own_their_gpu_limits():
+    from mimo_fast.ops import backends
+
+    mpnn = registry.op_limits("mpnn_message_sum")
+    assert mpnn.validated("triton") and not mpnn.validated("triton", "relu") and not mpnn.validated("cuda")
+    assert backends.TRITON_GPU_VALIDATED == registry.validated_names("triton")
+    assert {"ep_lmmse", "amp_step", "mpnn_message_sum"} <= backends.TRITON_GPU_VALIDATED
+    import importlib
+    opm = importlib.import_module("mimo_fast.ops.mpnn_message_sum")    # the module, not the op
+    assert backends.TRITON_AUTO_MPNN_MAX_H1H2 == opm.TRITON_AUTO_MAX_H1H2
+    with pytest.raises(ValueError, match="unknown op"):
+        registry.declare_limits("no_such_op")

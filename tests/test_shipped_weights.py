@@ -1,6 +1,6 @@
 """The shipped weights (mimo_fast/weights/) load by name, carry their training record, and
 beat their classical parent at one SNR on a fixed sample (the committed curves in
-bench/results/ show the whole comparison): GEPNet against EP, AMP-GNN against AMP (also with
+experiments/ show the whole comparison): GEPNet against EP, AMP-GNN against AMP (also with
 fewer users than trained, through the mask). OAMP-Net2's check is in test_oampnet.py.
 
 Every shipped learned-detector file also gives, on a fixed seeded input, the logits it gave
@@ -24,6 +24,7 @@ CASES = [
     ("gepnet", "ep", 8, 8, 16, 25.0, 16000, 0.75),    # measured 0.60 (the cavity_skip-only file: 0.85)
     ("ampgnn", "amp", 32, 32, 4, 12.0, 2000, 0.7),
     ("ampgnn", "amp", 32, 24, 4, 10.0, 2000, 0.8),     # a 32-user model serving 24
+    ("oampnet", "oamp", 8, 8, 16, 25.0, 16000, 0.8),   # measured 0.64 (2M-symbol simulate run)
 ]
 
 
@@ -68,6 +69,13 @@ LEGACY_LOGITS = {
         -6.292723627146357, -1.9717338353567897, -1.7291739318930837, -0.4505506036056994,
         -8.72487704297008, -4.403887251180513, -4.161327347716808, -2.882704019429424,
         -6.10889705503898, -1.7879072632494148, -1.5453473597857086, -0.26672403149832413,
+    ]),
+    # trained after the structure options (OAMPNet has none): its own numbers at shipping
+    ('oampnet', 8, 8, 16): (-7580.852824174968, -1885.5768194878588, [
+        -8.62345636065407, -4.7867136692226095, -5.306039182766056, -3.6809079432599376,
+        -5.512628339556504, -1.6758856481250455, -2.19521116166849, -0.5700799221623735,
+        -7.483783193767741, -3.647040502336282, -4.166366015879727, -2.54123477637361,
+        -5.13273728392773, -1.295994592496269, -1.8153201060397142, -0.1901888665335973,
     ]),
     ('remimo', 64, 32, 16): (-28942.79804727011, -3893.969550990095, [
         -13.963644736109998, -13.76688482642141, -17.33167805266906, -13.855067132371012,

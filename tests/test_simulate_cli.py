@@ -85,3 +85,23 @@ def test_console_script_runs():
                         "--snr", "10"], capture_output=True, text=True, timeout=120, cwd="/")
     assert r.returncode == 0, r.stderr
     assert "mf" in r.stdout
+
+
+def test_default_setting_follows_a_learned_detectors_shipped_file():
+    """With no --nr/--nt/--mod, a learned detector without a shipped 8x8 qam16 file runs at
+    its shipped setting (ampgnn: 32x32 qam4) and the note says so; any explicit size wins."""
+    import argparse
+
+    from mimo_fast.cli.simulate import default_setting
+
+    def resolve(det, **given):
+        a = argparse.Namespace(nr=None, nt=None, mod=None, detector=det, weights=None)
+        vars(a).update(given)
+        return default_setting(a), (a.nr, a.nt, a.mod)
+
+    note, setting = resolve(["ampgnn"])
+    assert setting == (32, 32, "qam4") and "--nr 32 --nt 32 --mod qam4" in note
+    assert resolve(["ep", "lmmse"]) == (None, (8, 8, "qam16"))
+    assert resolve(["gepnet"]) == (None, (8, 8, "qam16"))
+    assert resolve(["ampgnn"], nr=8) == (None, (8, 8, "qam16"))
+    assert resolve(["ampgnn"], weights="x.safetensors") == (None, (8, 8, "qam16"))

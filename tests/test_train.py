@@ -31,7 +31,7 @@ def test_batches_follow_the_config_and_resume_exactly():
     k = b.mask.sum(-1)
     assert int(k.min()) == 2 and int(k.max()) == 4 and b.mask.shape == (400, 4)
     assert bool((b.snr_db >= 0).all() and (b.snr_db <= 10).all())
-    # sigma^2 = k Es / (Nr SNR) for the k present users (DESIGN.md's SNR)
+    # sigma^2 = k Es / (Nr SNR) for the k present users (the SNR of docs/conventions.md)
     expect = k.double() / (4 * 10 ** (b.snr_db.double() / 10))
     assert torch.allclose(b.noise_var.double(), expect, rtol=1e-5)
     assert bool((b.x_idx[~b.mask] == 0).all())

@@ -7,6 +7,9 @@ import torch
 #: name -> (B, N, F, E, H1, H2, Fo). E = 2 edge attributes ([h_n^T h_j, sigma^2]); node
 #: features F = Fo = 16 (GEPNet-size hidden state), 8 for the AMP-GNN-size S2.
 MPNN = {"S1": (1024, 16, 16, 2, 128, 64, 16), "S2": (256, 64, 8, 2, 16, 8, 8), "S3": (32, 256, 16, 2, 64, 32, 16)}
+#: variants only the CPU benchmark times (bench/bench_mpnn_message_sum.py): S1 with Fo = 8,
+#: where the "relu" form's per-pair W3 (2 H2 Fo flops a pair) costs half as much
+MPNN_VARIANTS = {"S1fo8": (1024, 16, 16, 2, 128, 64, 8)}
 #: name -> (B, K)
 EP = {"B4096-K16": (4096, 16), "B1024-K64": (1024, 64), "B64-K256": (64, 256)}
 #: name -> (B, M, N)

@@ -1,4 +1,4 @@
-"""Channels, noise and SNR -- the one place where SNR is defined (DESIGN.md, Conventions).
+"""Channels, noise and SNR -- the one place where SNR is defined (docs/conventions.md).
 
     SNR = E||H x||^2 / E||n||^2.
 
@@ -93,14 +93,23 @@ def kronecker(batch: int, nr: int, nt: int, generator: torch.Generator, rho_rx: 
     return H.to(dtype=dtype, device=device)
 
 
-def channel(kind: str, batch: int, nr: int, nt: int, generator: torch.Generator, *,
-            rho_rx: Rho = None, rho_tx: Rho = None, dtype=torch.complex64, device=None) -> Tensor:
+def draw_channel(kind: str, batch: int, nr: int, nt: int, generator: torch.Generator, *,
+                 rho_rx: Rho = None, rho_tx: Rho = None, dtype=torch.complex64, device=None) -> Tensor:
     """Dispatch on ``kind`` in ``("rayleigh", "kronecker")``."""
     if kind == "rayleigh":
         return rayleigh(batch, nr, nt, generator, dtype, device)
     if kind == "kronecker":
         return kronecker(batch, nr, nt, generator, rho_rx, rho_tx, dtype, device)
     raise ValueError(f"channel kind must be 'rayleigh' or 'kronecker', got {kind!r}")
+
+
+def channel(*args, **kwargs) -> Tensor:
+    """Deprecated name of :func:`draw_channel` (as ``mimo_fast.comm.channel`` it hid this
+    module; the package now exports ``draw_channel`` and ``comm.channel`` is the module)."""
+    import warnings
+    warnings.warn("mimo_fast.comm.channel.channel is deprecated; use mimo_fast.comm.draw_channel",
+                  DeprecationWarning, stacklevel=2)
+    return draw_channel(*args, **kwargs)
 
 
 def imperfect_csi(H: Tensor, error_var: float, generator: torch.Generator) -> Tensor:
@@ -117,7 +126,7 @@ def imperfect_csi(H: Tensor, error_var: float, generator: torch.Generator) -> Te
 
 
 def real_equivalent(H: Tensor, y: Optional[Tensor] = None):
-    """DESIGN.md's real-equivalent model: ``H_r = [[Re H, -Im H], [Im H, Re H]]``,
+    """The real-equivalent model (docs/conventions.md): ``H_r = [[Re H, -Im H], [Im H, Re H]]``,
     ``y_r = [Re y; Im y]`` (and ``x_r = [Re x; Im x]``); real noise variance is half the
     complex one. Returns ``H_r`` or ``(H_r, y_r)``."""
     Hr = torch.cat([torch.cat([H.real, -H.imag], -1), torch.cat([H.imag, H.real], -1)], -2)

@@ -1,6 +1,6 @@
 """Constellations: Gray-labelled QAM and custom/learned point sets, one type.
 
-Labelling convention (DESIGN.md): a point's index ``q`` *is* its label; its bits are the
+Labelling convention (docs/conventions.md): a point's index ``q`` *is* its label; its bits are the
 binary digits of ``q``, most significant first (``bits[k] = (q >> (m-1-k)) & 1``).
 For QAM of order ``Q = L^2`` the first ``m/2`` bits Gray-label the real part and the last
 ``m/2`` the imaginary part, each over the ``L``-PAM levels ``2l - (L-1)``, so horizontally

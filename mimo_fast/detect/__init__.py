@@ -31,13 +31,13 @@ REGISTRY: dict = {
     "gnn": GNN, "gepnet": GEPNet, "ampgnn": AMPGNN,
     "e2e": E2E, "remimo": REMIMO,
 }
-#: learned detectors named by DESIGN.md that this version does not provide yet
+#: learned detectors of the detector list (docs/conventions.md) that this version does not provide yet
 NOT_YET: tuple = ()
 NAMES = tuple(REGISTRY) + tuple(n for n in NOT_YET if n not in REGISTRY)
 
 
 class DetectorNotAvailableError(NotImplementedError):
-    """A detector DESIGN.md names but this version does not provide."""
+    """A detector of the documented list (docs/conventions.md) that this version does not provide."""
 
 
 def available() -> tuple:

@@ -1,7 +1,7 @@
 """What every detector shares: input checks, the output object, bit LLRs from symbol
 logits, user masks, and the per-symbol Gaussian-observation posteriors (denoisers).
 
-Conventions (DESIGN.md): ``det(y, H, noise_var, mask=None)`` with complex ``y (B, Nr)``,
+Conventions (docs/conventions.md): ``det(y, H, noise_var, mask=None)`` with complex ``y (B, Nr)``,
 ``H (B, Nr, Nt)``, ``noise_var`` the complex noise variance, ``(B,)`` or a float >= 0.
 Output ``.logits (B, Nt, Q)`` are unnormalised log-probabilities over the
 constellation's points, ``.hard (B, Nt)`` int64 point indices.
@@ -11,6 +11,7 @@ Bit LLRs are ``log P(b = 1) / P(b = 0)`` (positive means bit 1), bits MSB first 
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Optional
 
 import torch
@@ -20,6 +21,19 @@ from mimo_fast.comm import Constellation, as_constellation
 from mimo_fast.ops import validate
 
 LLR_METHODS = ("maxlog", "app")
+
+_REAL_OF = {torch.complex64: torch.float32, torch.complex128: torch.float64}
+_COMPLEX_OF = {r: c for c, r in _REAL_OF.items()}
+
+
+def real_dtype(dtype: torch.dtype) -> torch.dtype:
+    """``dtype.to_real()``, in a form torch.compile can trace (it cannot trace ``to_real``)."""
+    return _REAL_OF.get(dtype, dtype)
+
+
+def complex_dtype(dtype: torch.dtype) -> torch.dtype:
+    """``dtype.to_complex()`` for float32/float64, in a form torch.compile can trace."""
+    return _COMPLEX_OF.get(dtype, dtype)
 
 
 def bit_llrs(logits: Tensor, constellation: Constellation, method: str = "maxlog") -> Tensor:
@@ -145,14 +159,20 @@ class Detector(nn.Module):
             raise ValueError(f"{n}: y must have shape (B, Nr) = {(B, Nr)} to match H {tuple(H.shape)}, got {tuple(y.shape)}")
         if y.dtype != H.dtype:
             raise TypeError(f"{n}: y has dtype {y.dtype} but H has {H.dtype}; they must match")
-        # Scanned once here: the iterations below run the ops in trusted mode.
-        validate.finite("y", y, n)
-        validate.finite("H", H, n)
+        # Scanned once here: the iterations below run the ops in trusted mode. Compiled, the
+        # same checks are graph asserts (the message cannot name the index there).
+        compiling = torch.compiler.is_compiling()
+        if compiling:
+            for arg, t in (("y", y), ("H", H)):
+                torch._assert_async(torch.isfinite(torch.view_as_real(t)).all(), f"{n}: {arg} has a non-finite value")
+        else:
+            validate.finite("y", y, n)
+            validate.finite("H", H, n)
         if self.nr is not None and Nr != self.nr:
             raise ValueError(f"{n}: H has Nr={Nr} receive antennas but the detector was made with nr={self.nr}")
         if self.nt is not None and Nt > self.nt:
             raise ValueError(f"{n}: H has Nt={Nt} users but the detector was made with nt={self.nt}")
-        real = H.dtype.to_real()
+        real = real_dtype(H.dtype)
         if isinstance(noise_var, bool) or not isinstance(noise_var, (int, float, Tensor)):
             raise TypeError(f"{n}: noise_var must be a float or a (B,) tensor, got {type(noise_var).__name__}")
         if isinstance(noise_var, Tensor):
@@ -165,7 +185,9 @@ class Detector(nn.Module):
             nv = noise_var.to(dtype=real, device=H.device)
         else:
             nv = torch.full((B,), float(noise_var), dtype=real, device=H.device)
-        if not bool(torch.isfinite(nv).all()) or bool((nv < 0).any()):
+        if compiling:
+            torch._assert_async((torch.isfinite(nv) & (nv >= 0)).all(), f"{n}: noise_var must be finite and >= 0")
+        elif not bool(torch.isfinite(nv).all()) or bool((nv < 0).any()):
             raise ValueError(f"{n}: noise_var must be finite and >= 0, got min {float(nv.min()) if B else 0.0}")
         if mask is not None:
             if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
@@ -183,8 +205,13 @@ class Detector(nn.Module):
         nv = self._check(y, H, noise_var, mask)
         # Inputs are validated: the ops need not rescan values derived from them each
         # iteration (measured ~0.6 ms of ~1.6 ms per ep_lmmse call at B 4096, K 16).
-        with validate.trusted_inputs():
-            if mask is None or bool(mask.all()):
+        # Compiled: no trusted-mode block (a thread-local the graph cannot carry; the ops then
+        # scan their inputs when they run) and no test of the mask's values (a graph break):
+        # a given mask takes the masked path, which for the learned detectors is the same
+        # computation.
+        compiling = torch.compiler.is_compiling()
+        with contextlib.nullcontext() if compiling else validate.trusted_inputs():
+            if mask is None or (not compiling and bool(mask.all())):
                 logits, hard = self._detect(y, H, nv)
             else:
                 logits, hard = self._masked(y, H, nv, mask)
@@ -195,7 +222,7 @@ class Detector(nn.Module):
     def _masked(self, y, H, nv, mask):
         B, _, Nt = H.shape
         Q = self.constellation.order
-        logits = torch.zeros(B, Nt, Q, dtype=H.dtype.to_real(), device=H.device)
+        logits = torch.zeros(B, Nt, Q, dtype=real_dtype(H.dtype), device=H.device)
         hard = torch.zeros(B, Nt, dtype=torch.long, device=H.device)
         patterns, inverse = torch.unique(mask, dim=0, return_inverse=True)
         for i, pat in enumerate(patterns):

@@ -33,6 +33,13 @@ def unbiased_outputs(W: Tensor, H: Tensor, y: Tensor, noise_var: Tensor, es: flo
 
 def _solve_hermitian(A: Tensor, B: Tensor) -> Tensor:
     L, info = torch.linalg.cholesky_ex(A)
+    if torch.compiler.is_compiling():
+        # The same branch as a graph conditional (a Python `if` on the values breaks the graph).
+        # lstsq's outputs have data-dependent shapes, which a compiled branch cannot hold: the
+        # singular case takes the pseudo-inverse there (the same minimum-norm solution, to rounding).
+        return torch.cond((info == 0).all(), lambda A, B, L: torch.cholesky_solve(B, L).contiguous(),
+                          lambda A, B, L: (torch.linalg.pinv(A, hermitian=True) @ B).contiguous(),
+                          (A.resolve_conj(), B.resolve_conj(), L))
     if bool((info == 0).all()):
         return torch.cholesky_solve(B, L)
     return torch.linalg.lstsq(A, B).solution
@@ -67,7 +74,7 @@ class ZF(Linear):
 
 
 class LMMSE(Linear):
-    """LMMSE: ``W = (H^H H + (sigma^2 / Es) I)^{-1} H^H`` (DESIGN.md's proper one).
+    """LMMSE: ``W = (H^H H + (sigma^2 / Es) I)^{-1} H^H`` (the proper one; docs/conventions.md).
 
     ``regularizer="half"`` uses ``sigma^2 / (2 Es)``, the variant found in some papers'
     real-domain code (real noise variance over complex symbol energy); offered only by

@@ -7,7 +7,7 @@ better on average, so it is the floor under every curve of a simulation -- and t
 whether a claimed gain is possible at all (an "x dB better than AMP" target that lands
 left of the MFB cannot be met by any detector).
 
-With the DESIGN.md model (``H`` entries CN(0, 1/Nr), SNR = E||Hx||^2 / E||n||^2, so the
+With the model of docs/conventions.md (``H`` entries CN(0, 1/Nr), SNR = E||Hx||^2 / E||n||^2, so the
 complex noise variance is ``sigma^2 = Nt Es / (Nr SNR)``), user k's symbol SNR is
 
     gamma_k = ||h_k||^2 Es / sigma^2,      ||h_k||^2 = sum_i lambda_i |w_i|^2 / Nr,  w_i ~ CN(0, 1),
@@ -59,7 +59,7 @@ def _square_qam_order(c) -> int:
 
 def mfb_ser(snr_db, nr: int, nt: int, constellation, rho_rx: Optional[float] = None) -> np.ndarray:
     """Matched-filter-bound SER of a square QAM at ``snr_db`` (scalar or sequence; the
-    DESIGN.md SNR) for an ``nr x nt`` i.i.d. Rayleigh channel, or a Kronecker channel with
+    SNR of docs/conventions.md) for an ``nr x nt`` i.i.d. Rayleigh channel, or a Kronecker channel with
     fixed receive correlation ``rho_rx`` (the transmit correlation does not change a single
     user's column). Returns an array shaped like ``snr_db``. See the module docstring."""
     for name, v in (("nr", nr), ("nt", nt)):

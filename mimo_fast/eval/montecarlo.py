@@ -102,7 +102,7 @@ def draw_parts(cfg: SimConfig, constellation, batch: int, snr_db: float, g: torc
     noise)``, so detectors that transmit with other constellations (e2e's learned one) see
     the same channels, messages ``idx`` and noise. The noise variance is set by
     ``constellation``'s energy (the others must have the same, unit, energy)."""
-    H = comm.channel(cfg.channel, batch, cfg.nr, cfg.nt, g, rho_rx=cfg.rho_rx, rho_tx=cfg.rho_tx)
+    H = comm.draw_channel(cfg.channel, batch, cfg.nr, cfg.nt, g, rho_rx=cfg.rho_rx, rho_tx=cfg.rho_tx)
     idx = constellation.random_indices((batch, cfg.nt), g)
     nv = comm.noise_var_from_snr(snr_db, cfg.nr, cfg.nt, constellation.energy)
     n = comm.awgn(torch.zeros(batch, cfg.nr, dtype=H.dtype), nv, g)
@@ -118,7 +118,7 @@ def received(H, constellation, idx, noise):
 
 def transmit_constellations(detectors: dict, constellation) -> dict:
     """The constellation each detector's users transmit with: ``constellation`` except for
-    detectors that learned their own (``e2e``: ``det.constellation``, DESIGN.md)."""
+    detectors that learned their own (``e2e``: ``det.constellation``, docs/conventions.md)."""
     out = {}
     for name, det in detectors.items():
         own = getattr(det, "constellation", None) if getattr(det, "transmits_own_constellation", False) else None

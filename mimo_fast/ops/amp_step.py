@@ -19,6 +19,12 @@ from mimo_fast.ops import registry
 from mimo_fast.ops import validate as V
 
 OP = "amp_step"
+#: Forms of this op whose GPU kernels passed the test suite on a real GPU, per backend ("" the
+#: plain form): Triton on an NVIDIA H100 (torch 2.11 + CUDA 13, Triton 3.6), 2026-11-22 --
+#: bench/results/h100/gpu_h100_tests.md. The CUDA kernels have run only in the host emulator.
+GPU_VALIDATED = {"triton": {""}}
+registry.declare_limits(OP, gpu_validated=GPU_VALIDATED)
+
 _NAMES = ("H", "y", "x", "v", "z_prev", "V_prev", "noise_var")
 
 
@@ -120,6 +126,8 @@ def amp_step(H: Tensor, y: Tensor, x: Tensor, v: Tensor, z_prev: Tensor, V_prev:
         # batch size, so a real or 0-d H must be named as the problem (not noise_var)
         V.dtype_in("H", H, V.COMPLEX_DTYPES, OP)
         V.ndim("H", H, 3, OP, ("B", "M", "N"))
-        noise_var = torch.full((H.shape[0],), float(noise_var), dtype=H.dtype.to_real(), device=H.device)
+        # the real dtype by table: torch.compile cannot trace torch.dtype.to_real()
+        real = torch.float32 if H.dtype == torch.complex64 else torch.float64
+        noise_var = torch.full((H.shape[0],), float(noise_var), dtype=real, device=H.device)
     V.tensor("noise_var", noise_var, OP)
     return _op(H, y, x, v, z_prev, V_prev, noise_var, registry.backend_arg(backend))

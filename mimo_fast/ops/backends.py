@@ -1,8 +1,24 @@
-"""Registers the compiled backends (`cpu`, `triton`, `cuda`) with what they can serve.
+"""Declares the compiled backends (`cpu`, `triton`, `cuda`) and loads their kernels.
 
 Each records why it is off when it is: a missing extension, Triton not installed, no
 GPU. An op a backend has no kernel for is refused with that reason, so the automatic
 choice falls back to `reference` and an explicit request says why it cannot be served.
+
+Import order (one direction, no cycle):
+
+1. :mod:`mimo_fast.ops.registry` -- the :class:`~mimo_fast.ops.registry.Backend` class and the
+   tables of backends and of op limits; imports nothing else of the package.
+2. this module -- declares the backends with their generic facts (devices, dtypes,
+   tolerances, availability), then imports each available implementation package.
+3. ``ops/cpu``, ``ops/cuda``, ``ops/triton`` -- each kernel module looks its backend up by
+   name (``registry.get_backend("cpu").implement(...)``) and never imports this module.
+4. the op modules (``ops/<op>.py``, imported by the package or by a kernel module for the
+   shared math) -- import the registry only and declare their own GPU validation and size
+   rules (:func:`~mimo_fast.ops.registry.declare_limits`), which the GPU backends read
+   when a call is dispatched.
+
+The names that used to live here (``TRITON_GPU_VALIDATED``, ``TRITON_AUTO_MPNN_MAX_H1H2``,
+``CUDA_GPU_VALIDATED``, ...) are still importable; they are read from the op modules.
 """
 from __future__ import annotations
 
@@ -14,6 +30,7 @@ from typing import Optional
 import torch
 
 from mimo_fast import _ext
+from mimo_fast.ops import registry
 from mimo_fast.ops.registry import Backend, register_backend
 
 _FLOATS = (torch.float32, torch.float64)
@@ -35,36 +52,23 @@ def _triton_reason() -> Optional[str]:
     return None
 
 
-#: Ops whose Triton kernels have passed the test suite on a real GPU: an NVIDIA H100
-#: (torch 2.11 + CUDA 13, Triton 3.6), 2026-11-22, every op sample on CUDA tensors, values,
-#: gradients, gradcheck (float64), opcheck and torch.compile -- bench/results/gpu_h100_tests.md.
-#: An op not listed is used only when asked for by name (the interpreter cannot show GPU
-#: numerics, atomics or launch limits).
-#: A form of an op validated separately is listed as "op:variant": mpnn_message_sum's
-#: out_act="relu" form ("mpnn_message_sum:relu") has not run on a GPU yet.
-TRITON_GPU_VALIDATED: frozenset = frozenset({"ep_lmmse", "amp_step", "mpnn_message_sum"})
-
-
 def _validated_name(op: str, variant: str) -> str:
     return f"{op}:{variant}" if variant else op
 
-#: Where the automatic choice prefers the reference to a validated Triton kernel, measured
-#: on that H100 (bench/results/gpu_h100.md; forward + backward, the training case):
-#: mpnn_message_sum with H1 x H2 = 128 x 64 (S1) took 10.3 ms in Triton against 5.35 ms in
-#: the reference (the backward's tiles spill registers at that width), while 64 x 32 (S3,
-#: 6.8 vs 17.3 ms) and 16 x 8 (S2, 2.4 vs 4.7 ms) are faster in Triton. So Triton serves
-#: mpnn_message_sum automatically up to H1 * H2 = 2048 (the GEPNet and AMP-GNN sizes).
-TRITON_AUTO_MPNN_MAX_H1H2 = 2048
+
+def _gpu_refusal(backend: str, op: str, variant: str) -> Optional[str]:
+    """The automatic choice takes a GPU kernel only in a form its op module lists as passed on
+    a real GPU (the validation log is cited there); an unlisted one runs only by name."""
+    if registry.op_limits(op).validated(backend, variant):
+        return None
+    return (f"its {_validated_name(op, variant)} kernel has not yet been validated on a GPU, so it "
+            f"is used only when asked for by name (backend='{backend}')")
 
 
 def _triton_auto_refusal(op: str, tensors: tuple) -> Optional[str]:
-    if op == "mpnn_message_sum" and len(tensors) >= 5:
-        h1, h2 = tensors[2].shape[0], tensors[4].shape[0]
-        if h1 * h2 > TRITON_AUTO_MPNN_MAX_H1H2:
-            return (f"its mpnn_message_sum kernel is slower than the reference in forward+backward at "
-                    f"H1 x H2 = {h1} x {h2} > {TRITON_AUTO_MPNN_MAX_H1H2} (measured on an H100), so it runs "
-                    "there only when asked for by name (backend='triton')")
-    return None
+    """The op module's rule for where the automatic choice skips Triton (None: no rule)."""
+    rule = registry.op_limits(op).auto_refusal
+    return rule("triton", tensors) if rule is not None else None
 
 
 class _TritonBackend(Backend):
@@ -76,10 +80,7 @@ class _TritonBackend(Backend):
             if os.environ.get("TRITON_INTERPRET", "") != "1":
                 return "runs on CPU tensors only under the Triton interpreter (set TRITON_INTERPRET=1 before importing triton)"
         if not explicit and self.unavailable() is None:
-            if _validated_name(op, variant) not in TRITON_GPU_VALIDATED:
-                return (f"its {_validated_name(op, variant)} kernel has not yet been validated on a GPU, so it "
-                        "is used only when asked for by name (backend='triton')")
-            why = _triton_auto_refusal(op, tensors)
+            why = _gpu_refusal(self.name, op, variant) or _triton_auto_refusal(op, tensors)
             if why:
                 return why
         return super().refusal(op, tensors, explicit, variant)
@@ -97,18 +98,16 @@ def _cuda_reason() -> Optional[str]:
     return _ext.cuda_device_reason()
 
 
-#: Ops whose CUDA kernels have passed the test suite on a real GPU. The kernels were written
-#: and checked here without one (a host emulator runs their bodies, tests/test_*_cuda.py);
-#: until an op is listed, the automatic choice leaves it to `triton`/`reference` and
-#: backend="cuda" runs it by name. Add an op in the same commit as its GPU test log.
-CUDA_GPU_VALIDATED: frozenset = frozenset()
-
-
 class _CudaBackend(Backend):
+    """The CUDA kernels were written and checked without a GPU (a host emulator runs their
+    bodies, tests/test_*_cuda*.py); an op form is chosen automatically once its module lists
+    it as validated on a GPU (in the same commit as its GPU test log)."""
+
     def refusal(self, op, tensors, explicit, variant=""):
-        if not explicit and _validated_name(op, variant) not in CUDA_GPU_VALIDATED and self.unavailable() is None:
-            return (f"its {_validated_name(op, variant)} kernel has not yet been validated on a GPU, so it is "
-                    "used only when asked for by name (backend='cuda')")
+        if not explicit and self.unavailable() is None:
+            why = _gpu_refusal(self.name, op, variant)
+            if why:
+                return why
         return super().refusal(op, tensors, explicit, variant)
 
 
@@ -117,6 +116,19 @@ CUDA = register_backend(_CudaBackend(
     unavailable=_cuda_reason, tolerances=_FUSED_TOL,
     missing_reason="this build has no CUDA kernel for it yet",
 ))
+
+
+def __getattr__(name: str):
+    # The old names of the op-specific limits, read from the op modules that own them now.
+    if name == "TRITON_GPU_VALIDATED":
+        return registry.validated_names("triton")
+    if name == "CUDA_GPU_VALIDATED":
+        return registry.validated_names("cuda")
+    if name == "TRITON_AUTO_MPNN_MAX_H1H2":
+        from mimo_fast.ops.mpnn_message_sum import TRITON_AUTO_MAX_H1H2
+        return TRITON_AUTO_MAX_H1H2
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 if _ext.C is not None:
     import mimo_fast.ops.cpu  # noqa: E402,F401  (registers the C++ kernels on CPU)

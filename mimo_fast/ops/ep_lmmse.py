@@ -19,6 +19,11 @@ from mimo_fast.ops import registry
 from mimo_fast.ops import validate as V
 
 OP = "ep_lmmse"
+#: Forms of this op whose GPU kernels passed the test suite on a real GPU, per backend ("" the
+#: plain form): Triton on an NVIDIA H100 (torch 2.11 + CUDA 13, Triton 3.6), 2026-11-22 --
+#: bench/results/h100/gpu_h100_tests.md. The CUDA kernels have run only in the host emulator.
+GPU_VALIDATED = {"triton": {""}}
+registry.declare_limits(OP, gpu_validated=GPU_VALIDATED)
 
 
 class NotPositiveDefiniteError(torch.linalg.LinAlgError):

@@ -29,6 +29,33 @@ from mimo_fast.ops import validate as V
 OP = "mpnn_message_sum"
 OUT_ACTS = ("none", "relu")
 
+#: Forms of this op whose GPU kernels passed the test suite on a real GPU, per backend ("" the
+#: plain form): an NVIDIA H100 (torch 2.11 + CUDA 13, Triton 3.6), 2026-11-22, every op sample
+#: on CUDA tensors, values, gradients, gradcheck (float64), opcheck and torch.compile --
+#: bench/results/h100/gpu_h100_tests.md. The out_act="relu" form has not run on a GPU yet.
+GPU_VALIDATED = {"triton": {""}}
+
+#: Where the automatic choice prefers the reference to the validated Triton kernel, measured
+#: on that H100 (bench/results/h100/gpu_h100.md; forward + backward, the training case):
+#: H1 x H2 = 128 x 64 (S1) took 10.3 ms in Triton against 5.35 ms in the reference (the
+#: backward's tiles spill registers at that width), while 64 x 32 (S3, 6.8 vs 17.3 ms) and
+#: 16 x 8 (S2, 2.4 vs 4.7 ms) are faster in Triton. So Triton serves this op automatically
+#: up to H1 * H2 = 2048 (the GEPNet and AMP-GNN sizes).
+TRITON_AUTO_MAX_H1H2 = 2048
+
+
+def _auto_refusal(backend: str, tensors: tuple) -> Optional[str]:
+    if backend == "triton" and len(tensors) >= 5:
+        h1, h2 = tensors[2].shape[0], tensors[4].shape[0]
+        if h1 * h2 > TRITON_AUTO_MAX_H1H2:
+            return (f"its {OP} kernel is slower than the reference in forward+backward at "
+                    f"H1 x H2 = {h1} x {h2} > {TRITON_AUTO_MAX_H1H2} (measured on an H100), so it runs "
+                    "there only when asked for by name (backend='triton')")
+    return None
+
+
+registry.declare_limits(OP, gpu_validated=GPU_VALIDATED, auto_refusal=_auto_refusal)
+
 
 class PairGrads(NamedTuple):
     """What a backend's pair backward returns (all in the op's dtype and device).

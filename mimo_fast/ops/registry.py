@@ -1,7 +1,7 @@
 """Backend registry and dispatch for the three ops.
 
 Every backend declares what it can serve: the device types, the dtypes, size limits,
-its own tolerances, and per op a forward and a backward. Dispatch follows DESIGN.md:
+its own tolerances, and per op a forward and a backward. Dispatch (docs/conventions.md, "Backends and how one is chosen"):
 
 * an explicit choice (``backend=`` or ``MIMO_FAST_BACKEND``) that cannot be served is
   an error saying why (:class:`BackendUnavailableError`);
@@ -18,7 +18,7 @@ from typing import Callable, Optional
 
 import torch
 
-OP_NAMES = ("mpnn_message_sum", "ep_lmmse", "amp_step")
+OP_NAMES = ("mpnn_message_sum", "ep_lmmse", "amp_step", "ep_cavity", "ep_update")
 ENV_VAR = "MIMO_FAST_BACKEND"
 
 
@@ -97,8 +97,48 @@ class Backend:
         return self.tolerances.get(real, (1e-5, 1e-6))
 
 
+@dataclasses.dataclass(frozen=True)
+class OpLimits:
+    """What an op module declares about the GPU backends of its op (the op owns these facts,
+    with the measurements behind them; :func:`declare_limits`).
+
+    ``gpu_validated`` maps a backend name to the forms of the op (``""`` the plain form, or a
+    variant such as ``"relu"``) whose kernels passed the test suite on a real GPU: a GPU
+    backend serves only those automatically. ``auto_refusal(backend_name, tensors)`` says why
+    the automatic choice should skip a backend for these inputs (a size where it measured
+    slower), or None; an explicit request still runs it."""
+
+    gpu_validated: dict = dataclasses.field(default_factory=dict)
+    auto_refusal: Optional[Callable[[str, tuple], Optional[str]]] = None
+
+    def validated(self, backend: str, variant: str = "") -> bool:
+        return variant in self.gpu_validated.get(backend, ())
+
+
 _BACKENDS: dict[str, Backend] = {}
+_LIMITS: dict[str, OpLimits] = {}
 _WARNED: set = set()
+
+
+def declare_limits(op: str, *, gpu_validated: Optional[dict] = None,
+                   auto_refusal: Optional[Callable[[str, tuple], Optional[str]]] = None) -> OpLimits:
+    """Record an op's GPU validation and automatic-choice rule (called by the op's module)."""
+    if op not in OP_NAMES:
+        raise ValueError(f"unknown op {op!r}; ops are {OP_NAMES}")
+    validated = {b: frozenset(v) for b, v in (gpu_validated or {}).items()}
+    _LIMITS[op] = OpLimits(validated, auto_refusal)
+    return _LIMITS[op]
+
+
+def op_limits(op: str) -> OpLimits:
+    """The limits ``op``'s module declared (none: no GPU form validated, no size rule)."""
+    return _LIMITS.get(op, OpLimits())
+
+
+def validated_names(backend: str) -> frozenset:
+    """``"op"`` / ``"op:variant"`` for every form validated on a GPU for ``backend``."""
+    return frozenset(f"{op}:{v}" if v else op for op, lim in _LIMITS.items()
+                     for v in lim.gpu_validated.get(backend, ()))
 
 
 def register_backend(backend: Backend) -> Backend:

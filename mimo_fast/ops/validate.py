@@ -15,12 +15,16 @@ from typing import Iterator, Optional, Sequence
 import torch
 
 from mimo_fast import _ext
+from mimo_fast.ops import native
 
 REAL_DTYPES = (torch.float32, torch.float64)
 COMPLEX_DTYPES = (torch.complex64, torch.complex128)
 #: set MIMO_FAST_SKIP_VALUE_CHECKS=1 to skip the value scans (each costs one pass over
 #: the input and, on a GPU, a device synchronisation) in a trusted hot loop.
 SKIP_ENV = "MIMO_FAST_SKIP_VALUE_CHECKS"
+#: the compiled helpers' blocks: csrc/common/cpu/check_finite.cpp, csrc/common/cuda/screen_values.cu
+FIRST_NONFINITE = native.Signature("first_nonfinite", "~tensor", "")
+SCREEN_VALUES = native.Signature("screen_values", ">flags:int32 values*", "kinds stream", device="cuda")
 
 
 def tensor(name: str, t, op: str) -> torch.Tensor:
@@ -113,9 +117,9 @@ def _first_nonfinite(t: torch.Tensor) -> Optional[tuple]:
         return None
     t = distinct(t)
     real = torch.view_as_real(t) if t.is_complex() else t
-    if real.device.type == "cpu" and _ext.C is not None and str(real.dtype).split(".")[-1] in _ext.DTYPE_CODES:
-        flat = _ext.C.first_nonfinite(real.data_ptr(), list(real.shape), list(real.stride()),
-                                      _ext.DTYPE_CODES[str(real.dtype).split(".")[-1]])
+    if (real.device.type == "cpu" and _ext.C is not None and real.dtype in REAL_DTYPES
+            and real.dim() <= native.MAX_DIMS):
+        flat = FIRST_NONFINITE.call(_ext.C.first_nonfinite, real)
         if flat < 0:
             return None
         idx = _index(flat, real.shape)
@@ -173,7 +177,7 @@ def _screen_torch(finite_args, positive_args) -> bool:
 
 
 def _screen_kernel(finite_args, positive_args) -> Optional[bool]:
-    """The screen as one CUDA launch (csrc/common/screen_values.cu) when the CUDA
+    """The screen as one CUDA launch (csrc/common/cuda/screen_values.cu) when the CUDA
     extension is there and the tensors are contiguous CUDA tensors of one real dtype;
     None when it cannot be used (then the torch screen runs)."""
     ext = _ext.C_CUDA
@@ -191,17 +195,19 @@ def _screen_kernel(finite_args, positive_args) -> Optional[bool]:
         kind_list.append(kinds.get(id(t), 0))
     if not reals:
         return True
-    code = _ext.DTYPE_CODES.get(str(reals[0].dtype).split(".")[-1])
-    if code is None or any(r.dtype != reals[0].dtype or r.device != reals[0].device for r in reals):
+    if reals[0].dtype not in REAL_DTYPES or any(r.dtype != reals[0].dtype or r.device != reals[0].device
+                                                 for r in reals):
         return None
+    if len(reals) > 16:
+        return None      # the kernel screens up to 16 tensors in one launch
     screened = {id(a) for _, a in finite_args}
     if any(id(t) not in screened for _, t, _ in positive_args):
         return None      # a variance not also screened for finiteness: keep the general path
     flags = torch.zeros(len(reals), dtype=torch.int32, device=reals[0].device)
     stream = torch.cuda.current_stream(reals[0].device).cuda_stream
+    kinds_bits = sum(k << (2 * i) for i, k in enumerate(kind_list))        # 2 bits per tensor
     with torch.cuda.device(reals[0].device):
-        ext.screen_values([r.data_ptr() for r in reals], [r.numel() for r in reals], kind_list,
-                          code, flags.data_ptr(), stream)
+        SCREEN_VALUES.call(ext.screen_values, flags, reals, kinds_bits, stream)
     return not bool(flags.cpu().any())      # the one sync: a 64-byte copy, no extra kernel
 
 

@@ -2,7 +2,7 @@
 (Guo & Yang, "A Model-based GNN for Learning Precoding"), and its channel draws.
 
 System (paper Sec. II-A): a base station with N antennas serves K single-antenna users.
-``H = [h_1, ..., h_K]`` is ``(B, N, K)`` complex (columns are users, as DESIGN.md), the
+``H = [h_1, ..., h_K]`` is ``(B, N, K)`` complex (columns are users, as in docs/conventions.md), the
 precoder ``V = [v_1, ..., v_K]`` is ``(B, N, K)``. User k receives
 ``y_k = h_k^H sum_j v_j s_j + n_k`` with noise power ``sigma0^2``; the SNR is
 ``P_max / sigma0^2`` (P_max = 1 by default), so ``sigma0^2 = P_max / SNR``.

@@ -2,10 +2,13 @@
 training set of ``samples`` channels (h_k ~ CN(0, I)), Adam, loss = -sum SE averaged over
 the mini-batch; the power normalisation layer enforces (1b).
 
-Run folder: ``last.safetensors`` + ``last.state.pt`` (every epoch and on SIGINT/SIGTERM,
-which stop the run after the current step), ``best.safetensors`` (best validation SE ratio
-against WMMSE on ``val_samples`` held-out channels, drawn once) and ``log.jsonl`` (one line
-per epoch). ``resume=True`` continues exactly: each epoch's shuffle comes from its own seed.
+The run is the detectors' (:class:`mimo_fast.train.loop.Loop`, here :class:`PrecoderTrainer`):
+one step per mini-batch, an epoch being ``ceil(samples / batch)`` steps. Run folder, as for
+every ``mimo-fast train``: ``last.safetensors`` + ``last.state.pt`` (every epoch and on
+SIGINT/SIGTERM, which stop the run at the end of the current step), ``best.safetensors``
+(best validation SE ratio against WMMSE on ``val_samples`` held-out channels, drawn once)
+and ``log.jsonl`` (one line per epoch). ``resume=True`` continues exactly: each epoch's
+shuffle comes from its own seed (run folders of the precoders' older loop resume too).
 
 ``cells > 1`` trains the multi-cell Model-GNN on P2 (:mod:`mimo_fast.precode.multicell`).
 ``objective="ee"`` trains the EE Model-GNN (:class:`~mimo_fast.precode.model_gnn.ModelGNNEE`) on
@@ -24,8 +27,6 @@ from __future__ import annotations
 import json
 import math
 import pathlib
-import signal
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
@@ -34,9 +35,12 @@ import torch
 from mimo_fast.precode import energy, metrics, weights
 from mimo_fast.precode.multicell import draw_channels_mc, sum_se_mc, wmmse_mc
 from mimo_fast.precode.wmmse import wmmse
+from mimo_fast.train import checkpoint
+from mimo_fast.train.loop import Loop
 
 MODELS = ("model-gnn", "vanilla-gnn")
-LAST, STATE, BEST, LOG = "last.safetensors", "last.state.pt", "best.safetensors", "log.jsonl"
+# the run folder's files: those of every `mimo-fast train` run (mimo_fast.train.checkpoint)
+LAST, STATE, BEST, LOG = checkpoint.LAST_WEIGHTS, checkpoint.LAST_STATE, checkpoint.BEST_WEIGHTS, checkpoint.LOG
 
 
 @dataclass
@@ -150,92 +154,68 @@ def indexed_groups(Hs: list[torch.Tensor]) -> list[tuple[list, torch.Tensor]]:
     return [(v, torch.stack([Hs[i] for i in v])) for _, v in sorted(by_k.items())]
 
 
-class _Stop:
-    def __init__(self):
-        self.flag = False
+class PrecoderTrainer(Loop):
+    """The precoders' run on the detectors' loop (:class:`mimo_fast.train.loop.Loop`):
+    one step per mini-batch of the fixed training set (an epoch is ``ceil(samples /
+    batch)`` steps, each epoch's order from its own seed), the learning rate of
+    :meth:`PrecodeTrainConfig.lr_at` for the step's epoch, a validation (and checkpoint)
+    at every epoch's end, ``best.safetensors`` at the best validation ratio. ``log``
+    (``None``: stderr, beside the progress bar) gets a line per epoch when ``progress``."""
 
-    def __enter__(self):
-        self.old = {s: signal.signal(s, self._set) for s in (signal.SIGINT, signal.SIGTERM)}
-        return self
+    def __init__(self, cfg: PrecodeTrainConfig, out, *, progress: bool = True, log=None):
+        cfg.validate()
+        self.cfg = cfg
+        self.nv = metrics.noise_var(cfg.snr_db, cfg.p_max)
+        self.is_ee = cfg.objective == "ee"
+        if self.is_ee:          # EE "ratio" against ZF-Dinkelbach; se_of returns the EE
+            self.se_of = lambda H, V, nv_: metrics.ee(H, V, nv_)
+            self.ref_of = lambda H, nv_, p_max: energy.zf_dinkelbach(H, nv_, cfg.r_min)
+        else:
+            self.se_of, self.ref_of = (sum_se_mc, wmmse_mc) if cfg.cells > 1 else (metrics.sum_se, wmmse)
+        self.model = build_model(cfg)
+        self.label = self.model.name
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.params = list(self.model.parameters())
+        self.train_set = draw_set(cfg, cfg.samples, 0)
+        self.val_groups = groups(draw_set(cfg, cfg.val_samples, 1))
+        self.val_ref = [self.se_of(H, self.ref_of(H, self.nv, cfg.p_max)[0], self.nv) for H in self.val_groups]
+        #: the dual variables of P3, one per training sample and user (EE only)
+        self.lam = torch.zeros(cfg.samples, max(H.shape[-1] for H in self.train_set)) if self.is_ee else None
+        self.steps_per_epoch = -(-cfg.samples // cfg.batch)
+        self._perm = (None, None)
+        self._log = log
+        self._setup(None, out, cfg.record, progress)
 
-    def _set(self, *_):
-        self.flag = True
+    # --- the schedule -----------------------------------------------------------------------
+    @property
+    def total_steps(self) -> int:
+        return self.cfg.epochs * self.steps_per_epoch
 
-    def __exit__(self, *exc):
-        for s, h in self.old.items():
-            signal.signal(s, h)
+    @property
+    def val_every(self) -> int:
+        return self.steps_per_epoch
 
+    @property
+    def epoch(self) -> int:
+        """Finished epochs."""
+        return self.step // self.steps_per_epoch
 
-def train(cfg: PrecodeTrainConfig, out, *, resume: bool = False, progress: bool = True,
-          log=print) -> dict:
-    """Train; returns ``{"epoch", "val_se_ratio", "best_val_se_ratio", "wall", "interrupted"}``
-    (EE: the ratios are EE ratio * CSR)."""
-    cfg.validate()
-    out = pathlib.Path(out)
-    if not resume and ((out / STATE).exists() or (out / LAST).exists()):
-        raise ValueError(f"--out {str(out)!r} already holds a run; pass --resume or choose another folder")
-    nv = metrics.noise_var(cfg.snr_db, cfg.p_max)
-    se_of, ref_of = (sum_se_mc, wmmse_mc) if cfg.cells > 1 else (metrics.sum_se, wmmse)
-    is_ee = cfg.objective == "ee"
-    if is_ee:                   # EE "ratio" against ZF-Dinkelbach; se_of returns the EE
-        se_of = lambda H, V, nv_: metrics.ee(H, V, nv_)
-        ref_of = lambda H, nv_, p_max: energy.zf_dinkelbach(H, nv_, cfg.r_min)
-    model = build_model(cfg)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    train_set = draw_set(cfg, cfg.samples, 0)
-    val_set = draw_set(cfg, cfg.val_samples, 1)
-    val_groups = groups(val_set)
-    val_ref = [se_of(H, ref_of(H, nv, cfg.p_max)[0], nv) for H in val_groups]
-    lam = torch.zeros(cfg.samples, max(H.shape[-1] for H in train_set)) if is_ee else None
-    epoch, step, best, elapsed = 0, 0, -1.0, 0.0
-    if resume:
-        state = torch.load(out / STATE, weights_only=True)
-        saved = dict(state["options"])
-        for key, default in (("objective", "se"), ("r_min", 3.0), ("dual_lr", 0.1), ("inter_gain", 1.0)):
-            saved.setdefault(key, default)          # runs checkpointed before these options existed
-        if saved != json.loads(json.dumps(cfg.run_defining())):
-            raise ValueError(f"--resume: {str(out)!r} was run with {state['options']}, not {cfg.run_defining()}")
-        wstate, meta = weights.read(out / LAST)
-        if (meta.get("record") or {}).get("epoch_step") != [state["epoch"], state["step"]]:
-            raise ValueError(f"--resume: {str(out / LAST)!r} and {str(out / STATE)!r} are from different steps")
-        model.load_state_dict(wstate)
-        opt.load_state_dict(state["optimizer"])
-        epoch, step, best, elapsed = state["epoch"], state["step"], state["best"], state["elapsed"]
-        if is_ee:
-            lam = state["lam"]
-    out.mkdir(parents=True, exist_ok=True)
-    steps_per_epoch = -(-cfg.samples // cfg.batch)
+    def batch_samples(self) -> int:
+        return self.cfg.batch
 
-    def record(**extra):
-        ee_fields = {"objective": "ee", "r_min": cfg.r_min, "dual_lr": cfg.dual_lr} if is_ee else {}
-        return dict(cfg.record, samples=cfg.samples, epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr,
-                    seed=cfg.seed, k_dist=cfg.k_dist, wall_seconds=round(elapsed, 1), **ee_fields, **extra)
+    def _order(self, epoch: int) -> torch.Tensor:
+        if self._perm[0] != epoch:
+            g = torch.Generator().manual_seed(self.cfg.seed * 7919 + epoch)
+            self._perm = (epoch, torch.randperm(self.cfg.samples, generator=g))
+        return self._perm[1]
 
-    def checkpoint():
-        st = {"epoch": epoch, "step": step, "optimizer": opt.state_dict(), "best": best,
-              "elapsed": elapsed, "options": cfg.run_defining(), "lam": lam}
-        weights.atomic_write(out / STATE, lambda tmp: torch.save(st, tmp))
-        weights.save(model, out / LAST, n=cfg.n, k=cfg.k_label, snr_db=cfg.snr_db, cells=cfg.cells,
-                     record=record(epoch_step=[epoch, step]))
-
-    def validate() -> tuple[float, float]:
-        """``(mean SE, SE ratio)``; EE: ``(mean EE, EE ratio * CSR)``, the CSR in ``ee_val``."""
-        with torch.no_grad():
-            Vs = [model(H, cfg.p_max) for H in val_groups]
-            se = [se_of(H, V, nv) for H, V in zip(val_groups, Vs)]
-            se_all, ref_all = torch.cat(se), torch.cat(val_ref)
-            ratio = metrics.se_ratio(se_all, ref_all)
-            if not is_ee:
-                return float(se_all.mean()), ratio
-            ok = torch.cat([(metrics.rates(H, V, nv) >= cfg.r_min).flatten() for H, V in zip(val_groups, Vs)])
-        ee_val.update(ee_ratio=ratio, csr=float(ok.double().mean()))
-        return float(se_all.mean()), ratio * ee_val["csr"]
-
-    def batch_loss(idx: list) -> torch.Tensor:
+    # --- steps ------------------------------------------------------------------------------
+    def batch_loss(self, idx: list) -> torch.Tensor:
         """Mean over the mini-batch of -SE, or of -Lagrangian (then the dual step on ``lam``)."""
-        batch = [train_set[i] for i in idx]
-        if not is_ee:
-            return -torch.cat([se_of(H, model(H, cfg.p_max), nv) for H in groups(batch)]).mean()
+        cfg, model, nv, lam = self.cfg, self.model, self.nv, self.lam
+        batch = [self.train_set[i] for i in idx]
+        if not self.is_ee:
+            return -torch.cat([self.se_of(H, model(H, cfg.p_max), nv) for H in groups(batch)]).mean()
         terms = []
         for pos, H in indexed_groups(batch):
             rows, kk = [idx[p] for p in pos], H.shape[-1]
@@ -244,91 +224,168 @@ def train(cfg: PrecodeTrainConfig, out, *, resume: bool = False, progress: bool 
             lam[rows, :kk] = energy.dual_step(lam[rows, :kk], metrics.rates(H, V, nv), cfg.r_min, cfg.dual_lr)
         return -torch.cat(terms).mean()
 
-    ee_val: dict = {}
+    def train_step(self, stop: bool = False):
+        epoch, i = divmod(self.step, self.steps_per_epoch)
+        for group in self.opt.param_groups:
+            group["lr"] = self.cfg.lr_at(epoch)
+        b = self.cfg.batch
+        loss = self.batch_loss(self._order(epoch)[i * b:(i + 1) * b].tolist())
+        if not torch.isfinite(loss.detach()):
+            raise FloatingPointError(f"{self.model.name}: non-finite training loss at step {self.step + 1} "
+                                     f"(lr {self.lr():.3g}); lower --lr")
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        self.step += 1
+        return float(loss.detach()), stop
 
-    ratio = best
-    t0 = time.perf_counter() - elapsed
-    with _Stop() as stop:
-        while epoch < cfg.epochs and not stop.flag:
-            perm = torch.randperm(cfg.samples, generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
-            for group in opt.param_groups:
-                group["lr"] = cfg.lr_at(epoch)
-            losses = []
-            while step < steps_per_epoch and not stop.flag:
-                loss = batch_loss(perm[step * cfg.batch:(step + 1) * cfg.batch].tolist())
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                losses.append(float(loss.detach()))
-                step += 1
-            elapsed = time.perf_counter() - t0
-            if step < steps_per_epoch:          # interrupted inside the epoch
-                break
-            epoch, step = epoch + 1, 0
-            val_se, ratio = validate()
-            if ratio > best:
-                best = ratio
-                extra = ({"val_ee_ratio": round(ee_val["ee_ratio"], 5), "val_csr": round(ee_val["csr"], 5)}
-                         if is_ee else {"val_se_ratio": round(ratio, 5)})
-                weights.save(model, out / BEST, n=cfg.n, k=cfg.k_label, snr_db=cfg.snr_db, cells=cfg.cells,
-                             record=record(epoch=epoch, **extra))
-            line = {"epoch": epoch, "loss": sum(losses) / len(losses), "val_se": val_se,
-                    "val_se_ratio": ratio, "wall": round(elapsed, 2)}
-            if is_ee:   # val_se holds the mean EE and val_se_ratio EE ratio * CSR here
-                line = {"epoch": epoch, "loss": line["loss"], "val_ee": val_se, "val_ee_ratio": ee_val["ee_ratio"],
-                        "val_csr": ee_val["csr"], "val_score": ratio, "lam_mean": float(lam.mean()),
-                        "wall": line["wall"]}
-            with open(out / LOG, "a") as f:
-                f.write(json.dumps(line) + "\n")
-            if progress and is_ee:
-                log(f"epoch {epoch}/{cfg.epochs}: loss {line['loss']:.4f}, val EE {val_se:.4f} "
-                    f"({100 * ee_val['ee_ratio']:.2f}% of ZF-Dinkelbach), CSR {100 * ee_val['csr']:.2f}%, "
-                    f"{elapsed:.1f} s")
-            elif progress:
-                log(f"epoch {epoch}/{cfg.epochs}: loss {line['loss']:.4f}, val SE {val_se:.3f} "
-                    f"({100 * ratio:.2f}% of WMMSE), {elapsed:.1f} s")
-            checkpoint()
-        elapsed = time.perf_counter() - t0
-        if stop.flag:
-            checkpoint()
-    return {"epoch": epoch, "val_se_ratio": ratio, "best_val_se_ratio": best, "wall": elapsed,
-            "interrupted": stop.flag}
+    def validate(self) -> dict:
+        """SE: ``{"se": mean SE, "se_ratio"}``; EE: ``{"ee": mean EE, "ee_ratio", "csr",
+        "score": ee_ratio * csr}``."""
+        cfg, nv = self.cfg, self.nv
+        with torch.no_grad():
+            Vs = [self.model(H, cfg.p_max) for H in self.val_groups]
+            se = [self.se_of(H, V, nv) for H, V in zip(self.val_groups, Vs)]
+            se_all, ref_all = torch.cat(se), torch.cat(self.val_ref)
+            ratio = metrics.se_ratio(se_all, ref_all)
+            if not self.is_ee:
+                return {"se": float(se_all.mean()), "se_ratio": ratio}
+            ok = torch.cat([(metrics.rates(H, V, nv) >= cfg.r_min).flatten() for H, V in zip(self.val_groups, Vs)])
+        csr = float(ok.double().mean())
+        return {"ee": float(se_all.mean()), "ee_ratio": ratio, "csr": csr, "score": ratio * csr}
+
+    def score(self, val: dict) -> float:
+        """The validation figure to maximise: SE ratio, or EE ratio * CSR."""
+        return val["score"] if self.is_ee else val["se_ratio"]
+
+    def metric(self, val: dict) -> float:
+        return -self.score(val)
+
+    def log_line(self, val: dict, train_loss: float) -> dict:
+        if self.is_ee:
+            return {"epoch": self.epoch, "step": self.step, "loss": train_loss, "lr": self.lr(), "val_ee": val["ee"],
+                    "val_ee_ratio": val["ee_ratio"], "val_csr": val["csr"], "val_score": val["score"],
+                    "lam_mean": float(self.lam.mean()), "wall": round(self.elapsed, 2)}
+        return {"epoch": self.epoch, "step": self.step, "loss": train_loss, "lr": self.lr(), "val_se": val["se"],
+                "val_se_ratio": val["se_ratio"], "wall": round(self.elapsed, 2)}
+
+    def on_validated(self, val: dict, line: dict) -> None:
+        if not self.progress:
+            return
+        cfg = self.cfg
+        if self.is_ee:
+            msg = (f"epoch {self.epoch}/{cfg.epochs}: loss {line['loss']:.4f}, val EE {val['ee']:.4f} "
+                   f"({100 * val['ee_ratio']:.2f}% of ZF-Dinkelbach), CSR {100 * val['csr']:.2f}%, "
+                   f"{self.elapsed:.1f} s")
+        else:
+            msg = (f"epoch {self.epoch}/{cfg.epochs}: loss {line['loss']:.4f}, val SE {val['se']:.3f} "
+                   f"({100 * val['se_ratio']:.2f}% of WMMSE), {self.elapsed:.1f} s")
+        (self._log or self.write)(msg)
+
+    def postfix(self, loss: float) -> dict:
+        shown = {"loss": f"{loss:.4g}", "lr": f"{self.lr():.2g}"}
+        if self.last_val:
+            shown["val"] = f"{self.score(self.last_val):.4f}"
+        return shown
+
+    # --- files ------------------------------------------------------------------------------
+    def record(self) -> dict:
+        cfg = self.cfg
+        ee_fields = {"objective": "ee", "r_min": cfg.r_min, "dual_lr": cfg.dual_lr} if self.is_ee else {}
+        return dict(cfg.record, samples=cfg.samples, epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr,
+                    seed=cfg.seed, k_dist=cfg.k_dist, wall_seconds=round(self.elapsed, 1), **ee_fields,
+                    epoch_step=[self.epoch, self.step % self.steps_per_epoch])
+
+    def best_record(self) -> dict:
+        val = self.last_val
+        extra = ({"val_ee_ratio": round(val["ee_ratio"], 5), "val_csr": round(val["csr"], 5)}
+                 if self.is_ee else {"val_se_ratio": round(val["se_ratio"], 5)})
+        rec = dict(self.record(), epoch=self.epoch, **extra)
+        rec.pop("epoch_step")
+        return rec
+
+    def save_weights(self, path, record: dict) -> None:
+        cfg = self.cfg
+        weights.save(self.model, path, n=cfg.n, k=cfg.k_label, snr_db=cfg.snr_db, cells=cfg.cells, record=record)
+
+    def run_options(self) -> dict:
+        return self.cfg.run_defining()
+
+    def extra_state(self) -> dict:
+        return {"lam": self.lam}
+
+    def load_extra_state(self, state: dict) -> None:
+        if self.is_ee:
+            self.lam = state["lam"]
+
+    def load_weights(self, state: dict) -> None:
+        path = self.out / checkpoint.LAST_WEIGHTS
+        try:
+            params, meta = weights.read(path)
+        except weights.WeightsError as exc:
+            raise checkpoint.CheckpointError(f"--resume: {exc}") from None
+        if meta["precoder"] != self.model.name:
+            raise checkpoint.CheckpointError(f"--resume: {str(path)!r} holds a {meta['precoder']!r} precoder, this "
+                                             f"run trains {self.model.name!r}")
+        mine = json.loads(json.dumps(self.model.config(), sort_keys=True))
+        if meta.get("config") != mine:
+            raise checkpoint.CheckpointError(f"--resume: {str(path)!r} was trained with options {meta.get('config')}; "
+                                             f"this run builds {mine}")
+        rec = meta.get("record") or {}
+        step = rec.get("step")
+        if step is None and isinstance(rec.get("epoch_step"), list) and len(rec["epoch_step"]) == 2:
+            step = rec["epoch_step"][0] * self.steps_per_epoch + rec["epoch_step"][1]   # an older run folder
+        checkpoint.check_steps(self.out, state, step)
+        own = self.model.state_dict()
+        bad = sorted(set(own) ^ set(params)) + sorted(k for k in set(own) & set(params)
+                                                      if own[k].shape != params[k].shape)
+        if bad:
+            raise checkpoint.CheckpointError(f"--resume: {str(path)!r} does not fit this run's {self.model.name}: {bad}")
+        self.model.load_state_dict(params)
+
+    def upgrade_state(self, state: dict) -> dict:
+        """A run folder of the precoders' own loop (before they shared this one): its state
+        counted ``(epoch, step in the epoch)``, kept the options as a dict and the best ratio
+        (to maximise), and its weights recorded ``epoch_step``."""
+        if "format" in state or "epoch" not in state:
+            return state
+        opts = dict(state["options"])
+        for key, default in (("objective", "se"), ("r_min", 3.0), ("dual_lr", 0.1), ("inter_gain", 1.0)):
+            opts.setdefault(key, default)          # runs checkpointed before these options existed
+        step = state["epoch"] * self.steps_per_epoch + state["step"]
+        return {"format": checkpoint.FORMAT, "step": step, "optimizer": state["optimizer"], "lam": state.get("lam"),
+                "best": -state["best"], "best_step": None, "elapsed": state["elapsed"], "last_val": {},
+                "pending_losses": [], "options": json.dumps(opts, sort_keys=True)}
+
+
+def train(cfg: PrecodeTrainConfig, out, *, resume: bool = False, progress: bool = True,
+          log=print) -> dict:
+    """Train; returns ``{"epoch", "val_se_ratio", "best_val_se_ratio", "wall", "interrupted"}``
+    (EE: the ratios are EE ratio * CSR). ``progress``: a progress bar on stderr and, through
+    ``log`` (``None``: stderr beside the bar), a line per epoch."""
+    cfg.validate()
+    out = pathlib.Path(out)
+    if not resume and checkpoint.exists(out):
+        raise ValueError(f"--out {str(out)!r} already holds a run; pass --resume or choose another folder")
+    trainer = PrecoderTrainer(cfg, out, progress=progress, log=log)
+    if resume:
+        trainer.resume()
+    trainer.train()
+    val = trainer.last_val
+    return {"epoch": trainer.epoch, "val_se_ratio": trainer.score(val) if val else -1.0,
+            "best_val_se_ratio": -trainer.best if math.isfinite(trainer.best) else -1.0,
+            "wall": trainer.elapsed, "interrupted": trainer.interrupted}
 
 
 def main(args, command: str) -> int:
-    """``mimo-fast train model-gnn|vanilla-gnn`` (arguments from :mod:`mimo_fast.cli`)."""
-    import sys
-
-    def fail(msg: str) -> int:
-        print(f"mimo-fast train: error: {msg}", file=sys.stderr)
-        return 2
-
-    if args.device not in (None, "cpu"):
-        return fail("precoder training runs on the CPU in this version (--device cpu)")
-    cfg = PrecodeTrainConfig(model=args.model, n=args.n, k=args.k, snr_db=args.snr, k_dist=args.k_dist,
-                             k_mean=args.k_mean, samples=args.samples, epochs=args.epochs, batch=args.batch,
-                             lr=args.lr, lr_final=args.lr_final, seed=args.seed, cells=args.cells,
-                             objective=args.objective, r_min=args.r_min, dual_lr=args.dual_lr,
-                             inter_gain=args.inter_cell_gain,
-                             widths=args.widths, pooling=args.pooling,
-                             record={"command": command})
-    try:
-        cfg.validate()
-        print(f"train {cfg.model}: M={cfg.cells} N={cfg.n} K={cfg.k_label} SNR {cfg.snr_db:g} dB, "
-              f"{cfg.samples} samples, {cfg.epochs} epochs, batch {cfg.batch}, lr {cfg.lr:g} -> {args.out}",
-              file=sys.stderr)
-        res = train(cfg, args.out, resume=args.resume, progress=not args.no_progress,
-                    log=lambda m: print(m, file=sys.stderr, flush=True))
-    except ValueError as exc:
-        return fail(str(exc))
-    where = f"{args.out}/{BEST}"
-    if res["interrupted"]:
-        print(f"stopped at epoch {res['epoch']}; continue with --resume ({where})", file=sys.stderr)
-        return 130
-    what = "EE ratio * CSR" if cfg.objective == "ee" else "SE ratio"
-    print(f"done: epoch {res['epoch']}, {res['wall']:.1f} s, best val {what} "
-          f"{100 * res['best_val_se_ratio']:.2f}% -> {where}", file=sys.stderr)
-    return 0
+    """Deprecated: ``mimo-fast train model-gnn|vanilla-gnn`` is
+    :func:`mimo_fast.cli.train.run_precoder` (same arguments)."""
+    import warnings
+    warnings.warn("mimo_fast.precode.train.main is deprecated: use mimo_fast.cli.train.run_precoder",
+                  DeprecationWarning, stacklevel=2)
+    from mimo_fast.cli.train import run_precoder
+    return run_precoder(args, command)
 
 
-__all__ = ["PrecodeTrainConfig", "train", "build_model", "draw_set", "groups", "indexed_groups", "main", "MODELS"]
+__all__ = ["PrecodeTrainConfig", "PrecoderTrainer", "train", "build_model", "draw_set", "groups", "indexed_groups",
+           "main", "MODELS"]

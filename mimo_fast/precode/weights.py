@@ -1,5 +1,5 @@
-"""Weight files of the learned precoders: safetensors with JSON metadata (the idea of
-:mod:`mimo_fast.detect.learned.weights`, whose ``atomic_write`` it reuses).
+"""Weight files of the learned precoders: safetensors with JSON metadata, written and read
+by :mod:`mimo_fast.weights_io` (as the detectors' files are).
 
 Metadata keys: ``mimo_fast.precoder`` (``"model-gnn"`` / ``"vanilla-gnn"``),
 ``mimo_fast.config`` (constructor options), ``mimo_fast.n``, ``mimo_fast.k`` (the K it was
@@ -10,13 +10,13 @@ Shipped files: ``mimo_fast/weights/<name>_<n>x<k>_<snr>db.safetensors`` (multi-c
 """
 from __future__ import annotations
 
-import json
 import pathlib
 from typing import Optional
 
-from mimo_fast.detect.learned.weights import SHIPPED_DIR, WeightsError, _field, atomic_write, read_raw
+from mimo_fast import weights_io
+from mimo_fast.weights_io import SHIPPED_DIR, WeightsError
 
-_PREFIX = "mimo_fast."
+_PREFIX = weights_io.PREFIX
 
 
 def registry() -> dict:
@@ -28,27 +28,14 @@ def registry() -> dict:
 
 
 def save(model, path, *, n, k, snr_db, cells: int = 1, record: Optional[dict] = None) -> None:
-    from safetensors.torch import save_file
-    state = {name: v.detach().cpu().contiguous() for name, v in model.state_dict().items()}
-    meta = {_PREFIX + "precoder": model.name, _PREFIX + "config": json.dumps(model.config(), sort_keys=True),
-            _PREFIX + "n": json.dumps(n), _PREFIX + "k": json.dumps(k), _PREFIX + "snr_db": json.dumps(snr_db),
-            _PREFIX + "cells": json.dumps(cells),
-            _PREFIX + "record": json.dumps(record or {}, sort_keys=True)}
-    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
+    weights_io.write(path, model.state_dict(), {
+        "precoder": model.name, "config": model.config(), "n": n, "k": k, "snr_db": snr_db, "cells": cells,
+        "record": record or {}}, text=("precoder",))
 
 
 def read(path) -> tuple[dict, dict]:
     """``(state_dict, metadata)`` with clear errors for a missing, corrupt or foreign file."""
-    state, raw = read_raw(path)
-    if _PREFIX + "precoder" not in raw:
-        raise WeightsError(f"weights: {str(path)!r} holds no precoder (not written by mimo_fast.precode)")
-    meta = {key[len(_PREFIX):]: _field(path, key[len(_PREFIX):], v, "str" if key == _PREFIX + "precoder" else "json")
-            for key, v in raw.items() if key.startswith(_PREFIX)}
-    for key in ("config", "record"):
-        if meta.get(key) is not None and not isinstance(meta[key], dict):
-            raise WeightsError(f"weights: {str(path)!r}: metadata field {_PREFIX + key!r} must be a JSON object, "
-                               f"got {type(meta[key]).__name__}")
-    return state, meta
+    return weights_io.read(path, "precoder", "holds no precoder (not written by mimo_fast.precode)")
 
 
 def load(path, expect: Optional[str] = None):

@@ -1,16 +1,17 @@
-"""Training checkpoints: two files, each written atomically.
+"""Training checkpoints: two files, each written atomically (:mod:`mimo_fast.weights_io`).
 
-* ``DIR/last.safetensors`` — the model, via :func:`mimo_fast.detect.learned.weights.save`
-  (loadable by ``detect.make(name, ..., weights=PATH)`` like any weights file); its
+* ``DIR/last.safetensors`` — the model, as the model's own weights file (a detector's via
+  :func:`mimo_fast.detect.learned.weights.save`, loadable by ``detect.make(name, ...,
+  weights=PATH)``; a precoder's via :func:`mimo_fast.precode.weights.save`); its
   ``record`` holds the step it was written at.
 * ``DIR/last.state.pt`` — everything else a resumed run needs, loadable with
   ``torch.load(path, weights_only=True)`` (tensors, numbers, strings, lists, dicts only):
-  step counter, optimizer and scheduler ``state_dict``s, every rank's data-generator and
-  RNG states, best validation metric, cumulative wall-clock, and the options that define
-  the run (a resume with different ones would not continue the same run).
+  step counter, optimizer (and scheduler) ``state_dict``, for detectors every rank's
+  data-generator and RNG states, best validation metric, cumulative wall-clock, and the
+  options that define the run (a resume with different ones would not continue the same run).
 
-The pair is written state first, then weights; both carry the step, and :func:`load`
-refuses a pair whose steps differ (a crash between the two writes).
+The pair is written state first, then weights (:func:`save_pair`); both carry the step,
+and :func:`check_steps` refuses a pair whose steps differ (a crash between the two writes).
 """
 from __future__ import annotations
 
@@ -20,15 +21,16 @@ from typing import Optional
 
 import torch
 
+from mimo_fast import weights_io
 from mimo_fast.detect.learned import weights
 
 FORMAT = 1
 LAST_WEIGHTS, LAST_STATE, BEST_WEIGHTS, LOG = "last.safetensors", "last.state.pt", "best.safetensors", "log.jsonl"
 
 
-class CheckpointError(weights.WeightsError):
+class CheckpointError(weights_io.WeightsError):
     """A checkpoint is missing, corrupt, inconsistent, or belongs to a different run (a
-    :class:`~mimo_fast.detect.learned.weights.WeightsError`, so one ``except`` catches
+    :class:`~mimo_fast.weights_io.WeightsError`, so one ``except`` catches
     every weights and checkpoint loading problem)."""
 
 
@@ -37,8 +39,8 @@ def _check_state_values(obj, path, where: str = "") -> None:
     :class:`CheckpointError` naming the file and the field (``optimizer.state.3.exp_avg``)."""
     if isinstance(obj, torch.Tensor):
         try:
-            weights.check_finite_tensor(obj, f"--resume: {str(path)!r}", where or "(root)")
-        except weights.WeightsError as exc:
+            weights_io.check_finite_tensor(obj, f"--resume: {str(path)!r}", where or "(root)")
+        except weights_io.WeightsError as exc:
             raise CheckpointError(str(exc)) from None
     elif isinstance(obj, dict):
         for k, v in obj.items():
@@ -69,12 +71,18 @@ def set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def save(out_dir, model, state: dict, record: dict) -> None:
-    """Write ``last.state.pt`` then ``last.safetensors`` (both atomic)."""
+def save_pair(out_dir, state: dict, write_weights) -> None:
+    """Write ``last.state.pt`` then, with ``write_weights(path)``, ``last.safetensors``
+    (both atomic; the weights' record must carry ``state["step"]``)."""
     out = pathlib.Path(out_dir)
     state = dict(state, format=FORMAT)
-    weights.atomic_write(out / LAST_STATE, lambda tmp: torch.save(state, tmp))
-    weights.save(model, out / LAST_WEIGHTS, dict(record, step=state["step"]))
+    weights_io.atomic_write(out / LAST_STATE, lambda tmp: torch.save(state, tmp))
+    write_weights(out / LAST_WEIGHTS)
+
+
+def save(out_dir, model, state: dict, record: dict) -> None:
+    """A detector's checkpoint: ``last.state.pt`` then ``last.safetensors`` (both atomic)."""
+    save_pair(out_dir, state, lambda path: weights.save(model, path, dict(record, step=state["step"])))
 
 
 def save_best(out_dir, model, record: dict) -> None:
@@ -86,24 +94,53 @@ def exists(out_dir) -> bool:
     return (out / LAST_STATE).exists() or (out / LAST_WEIGHTS).exists()
 
 
-def load(out_dir, model) -> dict:
-    """Load ``DIR/last.safetensors`` into ``model`` and return ``DIR/last.state.pt``'s dict,
-    after checking that the pair belongs together and fits ``model``."""
+def load_state(out_dir, upgrade=None) -> dict:
+    """``DIR/last.state.pt``'s dict, after checking that both files of the pair exist and
+    the state is a readable training state with a step and finite tensors. ``upgrade``
+    (optional) turns a state written by an older version into this format first."""
     out = pathlib.Path(out_dir)
-    state_path, w_path = out / LAST_STATE, out / LAST_WEIGHTS
-    for p in (state_path, w_path):
+    state_path = out / LAST_STATE
+    for p in (state_path, out / LAST_WEIGHTS):
         if not p.is_file():
             raise CheckpointError(f"--resume: {str(p)!r} does not exist; nothing to resume in {str(out)!r}")
     try:
         state = torch.load(state_path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors come in many types
         raise CheckpointError(f"--resume: {str(state_path)!r} is not a readable training state ({exc})") from exc
+    if upgrade is not None and isinstance(state, dict):
+        state = upgrade(state)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"--resume: {str(state_path)!r} is not a mimo_fast training state (format {FORMAT})")
     step = state.get("step")
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise CheckpointError(f"--resume: {str(state_path)!r}: field 'step' must be a non-negative int, got {step!r}")
     _check_state_values(state, state_path)
+    return state
+
+
+def check_steps(out_dir, state: dict, step_weights) -> None:
+    """The weights of the pair were written at the state's step (else the run was
+    interrupted between the two writes)."""
+    out = pathlib.Path(out_dir)
+    if step_weights != state.get("step"):
+        raise CheckpointError(
+            f"--resume: {str(out / LAST_WEIGHTS)!r} is from step {step_weights} but {str(out / LAST_STATE)!r} "
+            f"from step {state.get('step')} (interrupted while writing the pair); resume from an intact copy")
+
+
+def load(out_dir, model) -> dict:
+    """Load ``DIR/last.safetensors`` into the detector ``model`` and return
+    ``DIR/last.state.pt``'s dict, after checking that the pair belongs together and fits ``model``."""
+    state = load_state(out_dir)
+    load_weights(out_dir, model, state)
+    return state
+
+
+def load_weights(out_dir, model, state: dict) -> None:
+    """Load ``DIR/last.safetensors`` into the detector ``model``, after checking that it
+    holds this model, built the same way, and was written at ``state``'s step."""
+    out = pathlib.Path(out_dir)
+    w_path = out / LAST_WEIGHTS
     params, meta = weights.read(w_path)
     if meta["detector"] != model.name:
         raise CheckpointError(f"--resume: {str(w_path)!r} holds a {meta['detector']!r} model, this run "
@@ -114,14 +151,9 @@ def load(out_dir, model) -> dict:
         raise CheckpointError(
             f"--resume: {str(w_path)!r} was trained with nr={meta.get('nr')}, nt={meta.get('nt')}, options "
             f"{meta.get('config')}; this run builds nr={model.nr}, nt={model.nt}, options {_jsonish(cfg)}")
-    step_w = (meta.get("record") or {}).get("step")
-    if step_w != state.get("step"):
-        raise CheckpointError(
-            f"--resume: {str(w_path)!r} is from step {step_w} but {str(state_path)!r} from step "
-            f"{state.get('step')} (interrupted while writing the pair); resume from an intact copy")
+    check_steps(out, state, (meta.get("record") or {}).get("step"))
     # load_state_dict copies into the existing parameters, onto their device
     weights.load_state(model, params, str(w_path))
-    return state
 
 
 def _with_defaults(model, saved):
@@ -161,5 +193,5 @@ def read_record(path) -> Optional[dict]:
     return meta.get("record")
 
 
-__all__ = ["save", "save_best", "load", "exists", "rng_state", "set_rng_state", "CheckpointError",
-           "LAST_WEIGHTS", "LAST_STATE", "BEST_WEIGHTS", "LOG", "read_record"]
+__all__ = ["save", "save_pair", "save_best", "load", "load_state", "load_weights", "check_steps", "exists", "rng_state",
+           "set_rng_state", "CheckpointError", "LAST_WEIGHTS", "LAST_STATE", "BEST_WEIGHTS", "LOG", "read_record"]

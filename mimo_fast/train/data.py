@@ -12,7 +12,7 @@ Kronecker channels draw each sample's rho in the ``rho_rx``/``rho_tx`` range uni
 with ``rho_dist="triangular"``, from the paper's triangular law with its mode at the top of
 the range (Sec. V-B). ``val_nt`` fixes the validation stream's user counts (the paper
 validates on Nr/4 and Nr/2 users only); training draws are unaffected. The noise variance
-follows DESIGN.md for the ``k`` active users:
+follows the SNR of docs/conventions.md for the ``k`` active users:
 ``sigma^2 = k Es / (Nr SNR)`` (:func:`mimo_fast.comm.noise_var_from_snr`).
 
 All randomness comes from one CPU ``torch.Generator`` seeded from
@@ -211,7 +211,7 @@ class BatchGenerator:
         if c.channel == "kronecker" and c.rho_dist == "triangular":
             H = _kronecker_triangular(batch, c, g)
         else:
-            H = comm.channel(c.channel, batch, c.nr, c.nt, g, rho_rx=c.rho_rx, rho_tx=c.rho_tx)
+            H = comm.draw_channel(c.channel, batch, c.nr, c.nt, g, rho_rx=c.rho_rx, rho_tx=c.rho_tx)
         if self.fixed_nt is not None:    # validation on fixed sizes: each in turn
             k = torch.tensor(self.fixed_nt)[torch.arange(batch) % len(self.fixed_nt)]
         elif c.nt_dist == "uniform" and c.nt_step == 1:   # the original draw (same numbers)
@@ -261,7 +261,7 @@ def _kronecker_triangular(batch: int, c: DataConfig, g: torch.Generator) -> Tens
     ``R_rx^{1/2} H_w R_tx^{T/2}``, exponential correlation, Cholesky square roots)."""
     r_rx = _triangular_rho(c.rho_rx, batch, g, "rho_rx")
     r_tx = _triangular_rho(c.rho_tx, batch, g, "rho_tx")
-    H = comm.channel("rayleigh", batch, c.nr, c.nt, g, dtype=torch.complex128)
+    H = comm.draw_channel("rayleigh", batch, c.nr, c.nt, g, dtype=torch.complex128)
     if r_rx is not None:
         H = torch.linalg.cholesky(comm.exp_correlation(c.nr, r_rx)).to(H.dtype) @ H
     if r_tx is not None:

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from mimo_fast import ops
+from mimo_fast.detect.base import real_dtype
 from mimo_fast.detect.learned.gnn import (LEGACY_MPNN, GraphDetector, _check_positive_int, moments,
                                           pam_levels, qam_log_probs, real_graph, valid_indices)
 from mimo_fast.nn.mlp import check_sizes
@@ -76,7 +77,7 @@ class AMPGNN(GraphDetector):
         """``(PAM logits (B, 2Nt, L), x_hat (B, Nt))`` of every layer."""
         self._check_params(H)
         B, Nr, Nt = H.shape
-        real = H.dtype.to_real()
+        real = real_dtype(H.dtype)
         s2 = self._floor(noise_var)
         _, _, f, edge, node_mask = real_graph(H, y, mask, s2, 1.0)       # (14), f_jn = [a_n^T a_j, s2]
         H_amp = torch.where(mask[:, None, :], H, torch.full((), 1 / math.sqrt(Nr), dtype=H.dtype, device=H.device))

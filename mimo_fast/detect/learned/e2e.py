@@ -1,7 +1,7 @@
 """``e2e``: end-to-end learning of the modulator and the detector (Chang et al., "Graph
 neural network-based end-to-end learning for multi-user MIMO systems").
 
-Transmitter: GNN-tx (:class:`~mimo_fast.nn.gnn_tx.GNNTx`, Section IV-A) turns an initial
+Transmitter: GNN-tx (:class:`~mimo_fast.detect.learned.gnn_tx.GNNTx`, Section IV-A) turns an initial
 QAM into ``M`` learned points ``a_hat_m`` of unit average power; user ``k`` sends
 ``x_k = a_hat_{s_k}``. Receiver: GNN-rx (Section IV-B), the GNN-aided EP of
 :class:`~mimo_fast.detect.learned.gepnet.GEPNet` with the complex readout: each of the
@@ -37,7 +37,7 @@ from torch import Tensor
 from mimo_fast.comm import as_constellation, from_name
 from mimo_fast.detect.learned.gepnet import GEPNet
 from mimo_fast.detect.learned.gnn import masked_cross_entropy, moments, valid_indices
-from mimo_fast.nn.gnn_tx import GNNTx
+from mimo_fast.detect.learned.gnn_tx import GNNTx
 from mimo_fast.nn.mlp import check_sizes
 
 #: the paper's sizes (Section VI-A): N_p1, N_p2 = 128, 64; N_u1 = 128; N_r1 = N_r2 = 256;
@@ -60,7 +60,7 @@ class E2E(GEPNet):
     default: ``constellation``'s); ``tx_message_hidden`` (N_p1, N_p2 of GNN-tx),
     ``tx_gru_size`` (N_u1 of GNN-tx), ``tx_rounds`` (L of GNN-tx), ``tx_residual`` and
     ``tx_residual_scale`` (GNN-tx starts as the initial QAM and moves by a scaled
-    displacement; this library's options, see :mod:`mimo_fast.nn.gnn_tx`).
+    displacement; this library's options, see :mod:`mimo_fast.detect.learned.gnn_tx`).
     """
 
     name = "e2e"

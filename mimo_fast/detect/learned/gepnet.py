@@ -3,12 +3,15 @@ GEPNet, as described in Section II / IV-B of the E2E paper), real-equivalent mod
 
 Each of the ``T`` iterations:
 
-    Sigma, mu = LMMSE(H_r^T H_r / s2 + diag(lam), H_r^T y_r / s2 + gam)     (6)  ops.ep_lmmse
-    v_obs = Sigma / (1 - Sigma lam),  x_obs = v_obs (mu / Sigma - gam)      (7b)-(7c)
+    Sigma, mu = LMMSE(H_r^T H_r / s2 + diag(lam), H_r^T y_r / s2 + gam)     (6)  } ops.ep_cavity
+    v_obs = Sigma / (1 - Sigma lam),  x_obs = v_obs (mu / Sigma - gam)      (7b)-(7c) }
     (u, g) = MPNN(u, g; edges, attribute r_K = [x_obs, v_obs])              E2E (1)-(2), L rounds
     q(x_K) = softmax(R(u_K))                                                E2E (3): the refined cavity
-    x_hat, v_hat = mean, variance of q                                      (8)
-    lam, gam  from (9) with the negative-precision rule, damped by eta      (9)-(10)
+    x_hat, v_hat = mean, variance of q                                      (8)   } ops.ep_update
+    lam, gam  from (9) with the negative-precision rule, damped by eta      (9)-(10) }
+
+The cavity follows EP's rules (:mod:`mimo_fast.ops.ep_iteration`): the mean from the
+unfloored variance, and ``(mu, Sigma)`` where ``1 - Sigma lam <= 0``.
 
 ``u`` starts from E2E eq. (11) and is carried across iterations (AMP-GNN eq. 19). The
 output is the last iteration's ``q``. The defaults follow the GEPNet authors' code where
@@ -42,8 +45,9 @@ import torch
 from torch import Tensor
 
 from mimo_fast import ops
+from mimo_fast.detect.base import complex_dtype, real_dtype
 from mimo_fast.detect.learned.gnn import (LEGACY_MPNN, GraphDetector, _check_positive_int,
-                                          masked_cross_entropy, moments, pam_levels, pam_targets,
+                                          masked_cross_entropy, pam_levels, pam_targets,
                                           qam_log_probs, real_graph, valid_indices)
 from mimo_fast.nn.mlp import check_sizes
 
@@ -191,28 +195,33 @@ class GEPNet(GraphDetector):
         if self.readout == "pam":
             lv = c.real_levels.to(dtype=attr.dtype, device=attr.device)
             return -(lv - x[..., None]).square() / (2 * v[..., None])
-        pts = c.points_as(attr.dtype.to_complex(), attr.device)
+        pts = c.points_as(complex_dtype(attr.dtype), attr.device)
         re = -(pts.real - x[:, :Nt, None]).square() / (2 * v[:, :Nt, None])
         im = -(pts.imag - x[:, Nt:, None]).square() / (2 * v[:, Nt:, None])
         return re + im
 
-    def _posterior(self, lg: Tensor, dtype, device):
-        """(8): mean and variance of the real nodes under the readout's distribution."""
-        c = self.constellation
-        p = lg.softmax(-1)
+    def _points(self, dtype, device) -> Tensor:
+        """The constellation's points (E2E: its transmitter's learned ones, with gradients)."""
+        return self.constellation.points_as(dtype, device)
+
+    def _node_posterior(self, lg: Tensor, Nt: int):
+        """The readout as (8) reads it: per real node ``(B, 2Nt, L)`` logits over its
+        ``(2Nt, L)`` levels. ``"complex"``: user k's distribution over the Q points serves
+        both its nodes, over the real parts (node k) and the imaginary parts (node k + Nt)."""
         if self.readout == "pam":
-            return moments(p, c.real_levels.to(dtype=dtype, device=device))
-        pts = c.points_as(dtype.to_complex(), device)
-        xr, vr = moments(p, pts.real)
-        xi, vi = moments(p, pts.imag)
-        return torch.cat([xr, xi], 1), torch.cat([vr, vi], 1)
+            lv = self.constellation.real_levels.to(dtype=lg.dtype, device=lg.device)
+            return lg, lv.expand(2 * Nt, lv.numel())
+        pts = self._points(complex_dtype(lg.dtype), lg.device)
+        Q = pts.numel()
+        levels = torch.cat([pts.real.expand(Nt, Q), pts.imag.expand(Nt, Q)], 0)
+        return torch.cat([lg, lg], 1), levels
 
     # --- the iterations ---------------------------------------------------------------
     def _run(self, y, H, noise_var, mask) -> list:
         """Readout logits of every iteration (the last one is the detector's output)."""
         self._check_params(H)
         B, _, Nt = H.shape
-        real = H.dtype.to_real()
+        real = real_dtype(H.dtype)
         if self.cavity_skip and real == torch.float32 and self.v_min < V_MIN_FLOAT32_CAVITY:
             raise ValueError(
                 f"{self.name}: cavity_skip in float32 needs v_min >= {V_MIN_FLOAT32_CAVITY:g} (got {self.v_min:g}): "
@@ -225,26 +234,21 @@ class GEPNet(GraphDetector):
         absent = (~node_mask).to(real)
         gram = (gram + torch.diag_embed(absent)) / s2[:, None, None]
         rhs = rhs / s2[:, None]
+        absent_node = ~node_mask
         lam0 = torch.full((B, 2 * Nt), self.lam0, dtype=real, device=H.device)
         lam, gam = lam0, torch.zeros_like(lam0)
         u, g = self.mpnn.encode(f, node_mask)                            # E2E (11)
         outs = []
         for t in range(self.iterations):
-            mu, Sigma = ops.ep_lmmse(gram, rhs, lam, gam, backend=self.backend)          # (6)
-            v_obs = (Sigma / (1 - Sigma * lam)).clamp_min(self.v_min)                     # (7b)
-            x_obs = v_obs * (mu / Sigma - gam)                                            # (7c)
+            x_obs, v_obs = ops.ep_cavity(gram, rhs, lam, gam, v_min=self.v_min, backend=self.backend)  # (6)-(7)
             u, g, lg = self._refine(u, g, edge, torch.stack([x_obs, v_obs], -1), node_mask, Nt)
             outs.append(lg)
             if t == self.iterations - 1:
                 break
-            x_hat, v_hat = self._posterior(lg, real, H.device)                           # (8)
-            v_hat = v_hat.clamp_min(self.v_min)
-            lam_new = 1 / v_hat - 1 / v_obs                                               # (9a)
-            gam_new = x_hat / v_hat - x_obs / v_obs                                       # (9b)
-            keep = ~(lam_new > 0) | ~node_mask        # not a precision, or an absent node
-            lam_new, gam_new = torch.where(keep, lam, lam_new), torch.where(keep, gam, gam_new)
-            eta = self.damping
-            lam, gam = (1 - eta) * lam_new + eta * lam, (1 - eta) * gam_new + eta * gam  # (10)
+            z, levels = self._node_posterior(lg, Nt)
+            # (8)-(10); absent nodes keep their (lam, gam)
+            lam, gam = ops.ep_update(x_obs, v_obs, lam, gam, levels, logits=z, keep=absent_node,
+                                     damping=self.damping, v_min=self.v_min, backend=self.backend)
         return outs
 
     def _log_probs(self, lg: Tensor) -> Tensor:

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mimo_fast.detect.base import real_dtype
 from mimo_fast.detect.iterative import _real_gram
 from mimo_fast.detect.learned.base import LearnedDetector
 from mimo_fast.nn import MPNN
@@ -147,7 +148,7 @@ class GraphDetector(LearnedDetector):
 
     def _check_params(self, H: Tensor) -> None:
         w = self.mpnn.encoder.weight
-        if H.dtype.to_real() != w.dtype or H.device != w.device:
+        if real_dtype(H.dtype) != w.dtype or H.device != w.device:
             raise TypeError(f"{self.name}: H is {H.dtype} on {H.device} but the model's parameters are "
                             f"{w.dtype} on {w.device}; convert one (e.g. det.double() for complex128 inputs)")
 

@@ -38,7 +38,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from mimo_fast.detect.base import gaussian_logits, pam_moments, qam_denoiser
+from mimo_fast.detect.base import gaussian_logits, pam_moments, qam_denoiser, real_dtype
 from mimo_fast.detect.learned.base import LearnedDetector
 
 
@@ -95,7 +95,7 @@ class OAMPNet(LearnedDetector):
         """All layers. Returns ``(x_out, r_T, tau2_T)``: the network output x_{T+1} (B, Nt)
         and the last layer's Gaussian observation of each user."""
         B, Nr, Nt = H.shape
-        real = H.dtype.to_real()
+        real = real_dtype(H.dtype)
         pts = self.points(H)
         s2 = noise_var.to(real).clamp_min(self.min_noise_var)
         m = mask.to(real)

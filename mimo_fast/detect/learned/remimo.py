@@ -24,7 +24,7 @@ summed over a sample's users and divided by its ``N_tr``, averaged over samples.
 Scaling: the paper normalises ``y``, ``dy`` and ``sigma`` by ``sqrt(2 N_tr)`` (eq. 12-15, 22)
 so that their variance does not depend on the number of users. This implementation also
 multiplies every channel-domain feature (``y``, ``dy``, ``sigma``, ``h_i``) by the constant
-``sqrt(2 Nr)``, which gives them unit-order variance under DESIGN.md's CN(0, 1/Nr) channel
+``sqrt(2 Nr)``, which gives them unit-order variance under the library's CN(0, 1/Nr) channel
 (``h_i`` unit variance, ``y / sqrt(2 N_tr)`` variance Es/2); a constant reparametrisation of
 the first layers, so the model is the paper's. ``sigma`` is the real-domain noise standard
 deviation ``sqrt(noise_var / 2)``.
@@ -180,7 +180,7 @@ class REMIMO(LearnedDetector):
 
     @staticmethod
     def _real(v: Tensor) -> Tensor:
-        """``(..., Nr)`` complex -> ``(..., 2 Nr)`` real ``[Re; Im]`` (DESIGN.md)."""
+        """``(..., Nr)`` complex -> ``(..., 2 Nr)`` real ``[Re; Im]`` (docs/conventions.md)."""
         return torch.cat([v.real, v.imag], -1)
 
     def _run(self, y: Tensor, H: Tensor, noise_var: Tensor, mask: Tensor) -> list:

@@ -10,11 +10,10 @@ A file holds the model's ``state_dict`` (float tensors) and these string metadat
 * ``mimo_fast.record`` — JSON of how it was trained (command, seed, steps, wall-clock,
   validation SER), free-form, shown by ``mimo-fast info``-like listings.
 
-Files are written atomically (a temporary file in the same folder, then ``os.replace``),
-so an interrupted write never leaves a truncated file under the final name. Loading
-checks the name, the parameter names and shapes, and says which differ; a tensor with a
+Files are written and read by :mod:`mimo_fast.weights_io` (atomic writes; a tensor with a
 NaN or infinity, or a metadata field that is not the JSON :func:`save` writes, raises
-:class:`WeightsError` naming the file and the tensor or field. A saved config
+:class:`WeightsError` naming the file and the tensor or field). Loading checks the name,
+the parameter names and shapes, and says which differ. A saved config
 that lacks a structure option added later gets the value the file was trained with, the
 class's ``LEGACY_STRUCTURE`` (:func:`mimo_fast.detect.learned.base.with_legacy`), not the
 constructor's current default.
@@ -24,28 +23,24 @@ Shipped weights live in ``mimo_fast/weights/`` as ``<name>_<nr>x<nt>_<constellat
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import tempfile
 from typing import Optional
 
 import torch
 from torch import nn
 
+from mimo_fast import weights_io
 from mimo_fast.comm import Constellation, as_constellation
 from mimo_fast.detect.learned.base import with_legacy
+# the shared weights IO, re-exported under the names this module always had
+from mimo_fast.weights_io import SHIPPED_DIR, WeightsError, atomic_write, check_finite_tensor, read_raw
 
-SHIPPED_DIR = pathlib.Path(__file__).resolve().parent.parent.parent / "weights"
-_PREFIX = "mimo_fast."
-
-
-class WeightsError(ValueError):
-    """A weights file is missing, corrupt, or does not fit the model asked for."""
+_PREFIX = weights_io.PREFIX
 
 
-def _constellation_json(c: Constellation) -> str:
+def _constellation_obj(c: Constellation) -> dict:
     pts = c.points.to(torch.complex128)
-    return json.dumps({"name": c.name, "points": [[float(p.real), float(p.imag)] for p in pts]})
+    return {"name": c.name, "points": [[float(p.real), float(p.imag)] for p in pts]}
 
 
 def constellation_from_json(text: str) -> Constellation:
@@ -65,82 +60,11 @@ def _constellation_from_obj(d) -> Constellation:
     return Constellation(pts, name=d["name"])
 
 
-def atomic_write(path, write) -> None:
-    """Call ``write(tmp_path)`` then move the file to ``path`` in one step."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        write(tmp)
-        # mkstemp makes 0600 (and some writers recreate the file): give the usual mode
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save(det: nn.Module, path, record: Optional[dict] = None) -> None:
     """Write ``det``'s parameters and the metadata that rebuilds it."""
-    from safetensors.torch import save_file
-    state = {k: v.detach().cpu().contiguous() for k, v in det.state_dict().items()}
-    meta = {
-        _PREFIX + "detector": det.name,
-        _PREFIX + "config": json.dumps(det.config(), sort_keys=True),
-        _PREFIX + "constellation": _constellation_json(det.constellation),
-        _PREFIX + "nr": json.dumps(det.nr),
-        _PREFIX + "nt": json.dumps(det.nt),
-        _PREFIX + "record": json.dumps(record or {}, sort_keys=True),
-    }
-    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
-
-
-def read_raw(path) -> tuple[dict, dict]:
-    """``(state_dict, raw string metadata)`` of a safetensors file, with clear errors for a
-    missing or corrupt file (shared with :mod:`mimo_fast.precode.weights`)."""
-    from safetensors import safe_open
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise WeightsError(f"weights: no such file {str(path)!r}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            raw = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # safetensors raises its own error types for bad headers
-        raise WeightsError(f"weights: {str(path)!r} is not a readable safetensors file ({exc})") from exc
-    for key, t in state.items():
-        check_finite_tensor(t, f"weights: {str(path)!r}", key)
-    return state, raw
-
-
-def check_finite_tensor(t, where: str, key: str) -> None:
-    """A floating tensor with a NaN or infinity raises :class:`WeightsError` naming ``where``
-    (the file) and ``key`` (the tensor): such weights load fine but make every output
-    garbage (a NaN-filled detector reports SER ~0.95), so they are refused on loading."""
-    if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex()) and t.numel():
-        bad = ~torch.isfinite(t)
-        if bool(bad.any()):
-            n = int(bad.sum())
-            first = tuple(int(i) for i in bad.nonzero()[0])
-            raise WeightsError(f"{where}: tensor {key!r} has {n} non-finite value(s) (first "
-                               f"{t[first].item()} at index {first}); the file is corrupt or was written "
-                               "by a diverged training run")
-
-
-def _field(path, key: str, text, kind: str = "json"):
-    """Decode metadata field ``key`` of ``path`` or raise :class:`WeightsError` naming both."""
-    where = f"weights: {str(path)!r}: metadata field {_PREFIX + key!r}"
-    if not isinstance(text, str):
-        raise WeightsError(f"{where} is not a string")
-    if kind == "str":
-        return text
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise WeightsError(f"{where} is not valid JSON ({exc})") from None
+    weights_io.write(path, det.state_dict(), {
+        "detector": det.name, "config": det.config(), "constellation": _constellation_obj(det.constellation),
+        "nr": det.nr, "nt": det.nt, "record": record or {}}, text=("detector",))
 
 
 def _check_meta(path, meta: dict) -> None:
@@ -151,9 +75,6 @@ def _check_meta(path, meta: dict) -> None:
                            f"{type(got).__name__} {got!r}"[:400])
     if not meta["detector"]:
         bad("detector", "a detector name", meta["detector"])
-    for key in ("config", "record"):
-        if key in meta and meta[key] is not None and not isinstance(meta[key], dict):
-            bad(key, "a JSON object", meta[key])
     for key in ("nr", "nt"):
         v = meta.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
@@ -163,16 +84,8 @@ def _check_meta(path, meta: dict) -> None:
 def read(path) -> tuple[dict, dict]:
     """``(state_dict, metadata)`` of a weights file, with clear errors for a missing,
     corrupt or foreign file. Metadata values are decoded from JSON."""
-    state, raw = read_raw(path)
-    if _PREFIX + "detector" not in raw:
-        raise WeightsError(f"weights: {str(path)!r} has no mimo_fast metadata; it was not written by "
-                           "mimo_fast.detect.learned.weights.save")
-    meta = {}
-    for k, v in raw.items():
-        if not k.startswith(_PREFIX):
-            continue
-        key = k[len(_PREFIX):]
-        meta[key] = _field(path, key, v, "str" if key == "detector" else "json")
+    state, meta = weights_io.read(path, "detector", "has no mimo_fast metadata; it was not written by "
+                                  "mimo_fast.detect.learned.weights.save")
     _check_meta(path, meta)
     if "constellation" not in meta:
         raise WeightsError(f"weights: {str(path)!r}: metadata field {_PREFIX + 'constellation'!r} is missing")

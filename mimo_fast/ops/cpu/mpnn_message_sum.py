@@ -1,5 +1,5 @@
 """``cpu`` backend of :func:`mimo_fast.ops.mpnn_message_sum`: the two pair kernels
-(:class:`mimo_fast.ops.mpnn_message_sum.PairKernels`) as fused C++ (``csrc/mpnn_message_sum/``).
+(:class:`mimo_fast.ops.mpnn_message_sum.PairKernels`) as fused C++ (``csrc/mpnn_message_sum/cpu/``).
 
 The op module makes ``recv``/``send`` (first-layer split) and does the per-node layers;
 these kernels stream over the (receiver, sender) pairs tile by tile, never holding a
@@ -27,15 +27,21 @@ from __future__ import annotations
 
 import os
 
-import torch
 import torch.nn.functional as Fn
 
 from mimo_fast import _ext
-from mimo_fast.ops.backends import CPU
+from mimo_fast.ops import native
+from mimo_fast.ops import registry
 from mimo_fast.ops.mpnn_message_sum import PairGrads
 from mimo_fast.ops.threads import num_threads
 
 OP = "mpnn_message_sum"
+_SIZES = "relu B N E H1 H2 Fo H1p H2p Fop nthreads isa"
+FORWARD = native.Signature("mpnn_message_sum_forward", "recv send edge weT w2t b2 w3t? b3? mask:bool? >out", _SIZES)
+BACKWARD = native.Signature(
+    "mpnn_message_sum_backward",
+    "gin recv send edge weT w2t w2 b2 w3t? w3? b3? mask:bool? >grecv >gsend >gedge >gwe >gw2 >gb2 >s? >gw3? >gb3?",
+    _SIZES)
 ISA_ENV = "MIMO_FAST_CPU_ISA"
 _ISA_CODES = {"": 0, "auto": 0, "portable": 1, "avx2": 2, "avx512": 3}
 
@@ -51,16 +57,13 @@ def _round(x: int, m: int) -> int:
     return (x + m - 1) // m * m
 
 
-def _ptr(t) -> int:
-    return 0 if t is None else t.data_ptr()
-
-
 class _Prep:
-    """Sizes, code path and the padded, contiguous weights shared by forward and backward."""
+    """Sizes, code path and the padded weights shared by forward and backward (the other
+    tensors go to the kernel as given: the marshaller makes inputs contiguous)."""
 
-    def __init__(self, recv, edge, we, w2, b2, w3, b3, mask, relu_out, backward=False):
+    def __init__(self, recv, edge, we, w2, b2, w3, b3, relu_out, backward=False):
         C = _ext.C
-        self.code = _ext.DTYPE_CODES[str(recv.dtype).removeprefix("torch.")]
+        self.code = native.dtype_code(recv.dtype)
         B, N, H1 = recv.shape
         E, H2, Fo = edge.shape[-1], w2.shape[0], w3.shape[0]
         # auto -> a concrete ISA for these sizes (avx512 unless its wider pad costs more)
@@ -68,7 +71,6 @@ class _Prep:
         m = C.mpnn_message_sum_pad(self.code, self.isa)
         H1p, H2p, Fop = _round(H1, m), _round(H2, m), _round(Fo, m)
         self.sizes = (B, N, E, H1, H2, Fo, H1p, H2p, Fop)
-        self.edge = edge.contiguous()
         self.weT = Fn.pad(we.T, (0, H1p - H1)).contiguous()                     # (E, H1p)
         w2p = Fn.pad(w2, (0, H1p - H1, 0, H2p - H2))                           # (H2p, H1p)
         self.w2t = w2p.T.contiguous()                                            # (H1p, H2p)
@@ -80,38 +82,30 @@ class _Prep:
             self.w3t = w3p.T.contiguous()                                        # (H2p, Fop)
             self.w3 = w3p.contiguous() if backward else None
             self.b3 = Fn.pad(b3, (0, Fop - Fo)).contiguous()
-        self.mask = None if mask is None else mask.contiguous().view(torch.uint8)
 
 
 def forward(recv, send, edge, we, w2, b2, w3, b3, mask, relu_out: bool):
-    p = _Prep(recv, edge, we, w2, b2, w3, b3, mask, relu_out)
+    p = _Prep(recv, edge, we, w2, b2, w3, b3, relu_out)
     B, N = recv.shape[:2]
-    recv, send = recv.contiguous(), send.contiguous()
     out = recv.new_empty(B, N, w3.shape[0] if relu_out else w2.shape[0])
-    _ext.C.mpnn_message_sum_forward(
-        p.code, recv.data_ptr(), send.data_ptr(), p.edge.data_ptr(), p.weT.data_ptr(),
-        p.w2t.data_ptr(), p.b2.data_ptr(), _ptr(p.w3t), _ptr(p.b3), _ptr(p.mask), out.data_ptr(),
-        relu_out, *p.sizes, num_threads(), p.isa)
+    FORWARD.call(_ext.C.mpnn_message_sum_forward, recv, send, edge, p.weT, p.w2t, p.b2, p.w3t, p.b3, mask, out,
+                 relu_out, *p.sizes, num_threads(), p.isa)
     return out
 
 
 def backward(gin, recv, send, edge, we, w2, b2, w3, b3, mask, relu_out: bool) -> PairGrads:
-    p = _Prep(recv, edge, we, w2, b2, w3, b3, mask, relu_out, backward=True)
+    p = _Prep(recv, edge, we, w2, b2, w3, b3, relu_out, backward=True)
     B, N, H1 = recv.shape
     E, H2, Fo = edge.shape[-1], w2.shape[0], w3.shape[0]
-    gin, recv, send = gin.contiguous(), recv.contiguous(), send.contiguous()
     e = recv.new_empty          # the kernel writes every element of every output
     grecv, gsend, gedge = e(B, N, H1), e(B, N, H1), e(B, N, N, E)
     gwe, gw2, gb2 = e(H1, E), e(H2, H1), e(H2)
     s = None if relu_out else e(B, N, H2)
     gw3, gb3 = (e(Fo, H2), e(Fo)) if relu_out else (None, None)
-    _ext.C.mpnn_message_sum_backward(
-        p.code, gin.data_ptr(), recv.data_ptr(), send.data_ptr(), p.edge.data_ptr(),
-        p.weT.data_ptr(), p.w2t.data_ptr(), p.w2.data_ptr(), p.b2.data_ptr(), _ptr(p.w3t),
-        _ptr(p.w3), _ptr(p.b3), _ptr(p.mask), relu_out, grecv.data_ptr(), gsend.data_ptr(),
-        gedge.data_ptr(), gwe.data_ptr(), gw2.data_ptr(), gb2.data_ptr(), _ptr(s), _ptr(gw3),
-        _ptr(gb3), *p.sizes, num_threads(), p.isa)
+    BACKWARD.call(_ext.C.mpnn_message_sum_backward, gin, recv, send, edge, p.weT, p.w2t, p.w2, p.b2, p.w3t,
+                  p.w3, p.b3, mask, grecv, gsend, gedge, gwe, gw2, gb2, s, gw3, gb3, relu_out, *p.sizes,
+                  num_threads(), p.isa)
     return PairGrads(grecv, gsend, gedge, gwe, gw2, gb2, s, gw3, gb3)
 
 
-CPU.implement(OP, forward, backward)
+registry.get_backend("cpu").implement(OP, forward, backward)

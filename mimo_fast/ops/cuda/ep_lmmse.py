@@ -1,5 +1,5 @@
-"""`cuda` backend of :func:`mimo_fast.ops.ep_lmmse` (kernels: csrc/ep_lmmse/ep_lmmse.cu,
-math in csrc/ep_lmmse/ep_lmmse_group.cuh).
+"""`cuda` backend of :func:`mimo_fast.ops.ep_lmmse` (kernels: csrc/ep_lmmse/cuda/ep_lmmse.cu,
+math in csrc/ep_lmmse/cuda/ep_lmmse_group.cuh).
 
 Forward returns ``(mean, var, info)`` like the reference: ``info[b]`` is the order of the
 first non-positive pivot of ``A = sym(gram) + diag(lam)`` (0 when it factorised) and the
@@ -19,13 +19,19 @@ from typing import Optional
 import torch
 
 from mimo_fast import _ext
-from mimo_fast.ops.backends import CUDA
+from mimo_fast.ops import native
+from mimo_fast.ops import registry
 from mimo_fast.ops.cuda import _device as D
+
+_SCALARS = "B K stream smem_optin path threads max_blocks emulate"
+FORWARD = native.Signature("ep_lmmse_forward", "gram rhs lam gam >mean >var >info:int32", _SCALARS, device="cuda")
+BACKWARD = native.Signature("ep_lmmse_backward", "grad_mean grad_var gram rhs lam gam >g_gram >g_rhs >g_lam >g_gam",
+                            _SCALARS, device="cuda")
 
 
 def launch_config(B: int, K: int, dtype: torch.dtype, smem_optin: int, backward: bool = False, **opts) -> dict:
     """The kernels' launch configuration (see ``_C_cuda.ep_lmmse_launch_config``)."""
-    return _ext.C_CUDA.ep_lmmse_launch_config(B, K, D.CODES[dtype], smem_optin, backward, **opts)
+    return _ext.C_CUDA.ep_lmmse_launch_config(B, K, native.dtype_code(dtype), smem_optin, backward, **opts)
 
 
 def refuse(gram, rhs, *_) -> Optional[str]:
@@ -34,32 +40,32 @@ def refuse(gram, rhs, *_) -> Optional[str]:
     return None if cfg["fits"] else cfg["reason"]
 
 
-def _run(fn, tensors, rhs, path, threads, max_blocks, smem_optin, emulate):
+def _run(sig, fn, tensors, rhs, path, threads, max_blocks, smem_optin, emulate):
     B, K = rhs.shape
     optin = smem_optin or D.smem_optin(rhs.device, emulate)
     with D.on_device(rhs.device, emulate):
-        fn([t.data_ptr() for t in tensors], B, K, D.CODES[rhs.dtype], D.stream_handle(rhs.device, emulate),
-           optin, path=path, threads=threads, max_blocks=max_blocks, emulate=emulate)
+        sig.call(fn, *tensors, B, K, D.stream_handle(rhs.device, emulate), optin, path, threads, max_blocks, emulate,
+                 device=D.block_device(emulate))
 
 
 def forward(gram, rhs, lam, gam, *, path: int = 0, threads: int = 0, max_blocks: int = 0,
             smem_optin: Optional[int] = None, emulate: int = -1):
-    gram, rhs, lam, gam = (D.contiguous(t) for t in (gram, rhs, lam, gam))
-    mean, var = torch.empty_like(rhs), torch.empty_like(rhs)
-    info = torch.zeros(rhs.shape[0], dtype=torch.int32, device=rhs.device)
-    _run(_ext.C_CUDA.ep_lmmse_forward, [gram, rhs, lam, gam, mean, var, info], rhs,
+    B, K = rhs.shape
+    mean, var = rhs.new_empty(B, K), rhs.new_empty(B, K)
+    info = torch.zeros(B, dtype=torch.int32, device=rhs.device)
+    _run(FORWARD, _ext.C_CUDA.ep_lmmse_forward, [gram, rhs, lam, gam, mean, var, info], rhs,
          path, threads, max_blocks, smem_optin, emulate)
     return mean, var, info
 
 
 def backward(grad_mean, grad_var, gram, rhs, lam, gam, *, path: int = 0, threads: int = 0,
              max_blocks: int = 0, smem_optin: Optional[int] = None, emulate: int = -1):
-    ins = [D.contiguous(t) for t in (grad_mean, grad_var, gram, rhs, lam, gam)]
-    g_gram = torch.empty_like(ins[2])
-    g_rhs, g_lam, g_gam = (torch.empty_like(ins[3]) for _ in range(3))
-    _run(_ext.C_CUDA.ep_lmmse_backward, ins + [g_gram, g_rhs, g_lam, g_gam], ins[3],
-         path, threads, max_blocks, smem_optin, emulate)
+    B, K = rhs.shape
+    g_gram = gram.new_empty(B, K, K)
+    g_rhs, g_lam, g_gam = (rhs.new_empty(B, K) for _ in range(3))
+    _run(BACKWARD, _ext.C_CUDA.ep_lmmse_backward, [grad_mean, grad_var, gram, rhs, lam, gam, g_gram, g_rhs, g_lam,
+                                                   g_gam], rhs, path, threads, max_blocks, smem_optin, emulate)
     return [g_gram, g_rhs, g_lam, g_gam]
 
 
-CUDA.implement("ep_lmmse", forward, backward, refuse=refuse)
+registry.get_backend("cuda").implement("ep_lmmse", forward, backward, refuse=refuse)

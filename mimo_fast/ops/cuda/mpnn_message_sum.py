@@ -1,6 +1,6 @@
 """``cuda`` backend of :func:`mimo_fast.ops.mpnn_message_sum`: the pair kernels
 (contract: :class:`mimo_fast.ops.mpnn_message_sum.PairKernels`), launch glue around
-``csrc/mpnn_message_sum/*.cu`` (module ``mimo_fast._C_cuda``).
+``csrc/mpnn_message_sum/cuda/`` (module ``mimo_fast._C_cuda``).
 
 The op module makes ``recv = node Wa^T + b1`` and ``send = node Wb^T`` and does the per-node
 layers; here everything per pair runs in CUDA, IEEE float32/float64 throughout (no TF32):
@@ -26,20 +26,26 @@ import torch
 import torch.nn.functional as Fn
 
 from mimo_fast import _ext
-from mimo_fast.ops.backends import CUDA
+from mimo_fast.ops import native
+from mimo_fast.ops import registry
 from mimo_fast.ops.mpnn_message_sum import PairGrads
 
 OP = "mpnn_message_sum"
+_SIZES = "relu B N E H1 H2 Fo sm_count smem_block smem_sm stream"
+FORWARD = native.Signature("mpnn_message_sum_forward", "recv send edge we w2 b2 w3 b3 mask:bool? >out",
+                           _SIZES + " max_grid", device="cuda")
+BACKWARD = native.Signature(
+    "mpnn_message_sum_backward",
+    "gin recv send edge we w2 b2 w3 b3 mask:bool? >s? >grecv >gsend_part >gsend? >gedge >part_w2 >part_b2 >part_we "
+    ">part_w3? >part_b3? >gw2 >gb2 >gwe >gw3? >gb3?", _SIZES, device="cuda")
+#: blocks per forward launch: CUDA's grid limit (tests pass a small one to force chunked launches)
+MAX_GRID = 2**31 - 1
 
 
 @functools.lru_cache(maxsize=None)
 def device_limits(index: int) -> tuple[int, int, int]:
     """(SM count, opt-in shared memory per block, shared memory per SM) of a CUDA device."""
     return tuple(_ext.C_CUDA.mpnn_message_sum_device_limits(index))
-
-
-def _dtype_code(dtype: torch.dtype) -> int:
-    return _ext.DTYPE_CODES[str(dtype).removeprefix("torch.")]
 
 
 def _index(t: torch.Tensor) -> int:
@@ -56,7 +62,7 @@ def launch_config(B: int, N: int, E: int, H1: int, H2: int, Fo: int, dtype: torc
     """Launch geometry for these sizes and out_act form (``relu``) on a device (see the C++
     make_config); cached, so dispatch's refusal check and the launch share one computation.
     Read-only."""
-    return _launch_config((B, N, E, H1, H2, Fo), _dtype_code(dtype), bool(relu), device_limits(device_index))
+    return _launch_config((B, N, E, H1, H2, Fo), native.dtype_code(dtype), bool(relu), device_limits(device_index))
 
 
 def refuse(node, edge, w1, b1, w2, b2, w3, b3) -> Optional[str]:
@@ -72,16 +78,10 @@ def refuse(node, edge, w1, b1, w2, b2, w3, b3) -> Optional[str]:
 
 
 def _launch_context(t: torch.Tensor):
-    """(context making t's device current, torch's current stream there as an integer):
-    the kernels run on the caller's stream, ordered with its other work."""
-    return torch.cuda.device(t.device), torch.cuda.current_stream(t.device).cuda_stream
-
-
-def _mask_ptr(mask) -> tuple[Optional[torch.Tensor], int]:
-    if mask is None:
-        return None, 0
-    m = mask.contiguous()
-    return m, m.data_ptr()  # torch.bool is one byte, 0 or 1: read as uint8
+    """(context making t's device current, torch's current stream there as an integer, the
+    device the marshaller checks tensors against): the kernels run on the caller's stream,
+    ordered with its other work. The emulation tests replace it (CPU tensors, stream 0)."""
+    return torch.cuda.device(t.device), torch.cuda.current_stream(t.device).cuda_stream, None
 
 
 def _rows(x: torch.Tensor, H1P: int) -> torch.Tensor:
@@ -100,22 +100,19 @@ def _prep(recv, send, edge, we, w2, b2, w3, b3, relu_out):
     if cfg["refusal"]:
         raise ValueError(f"{OP} (cuda): {cfg['refusal']}")
     r, s = _rows(recv, cfg["H1P"]), _rows(send, cfg["H1P"])
-    rest = tuple(t.contiguous() for t in (edge, we, w2, b2, w3, b3))
-    return sizes, cfg, (r, s, *rest)
+    return sizes, cfg, (r, s, edge, we, w2, b2, w3, b3)
 
 
-def forward(recv, send, edge, we, w2, b2, w3, b3, mask, relu_out: bool):
+def forward(recv, send, edge, we, w2, b2, w3, b3, mask, relu_out: bool, *, max_grid: int = MAX_GRID):
     B, N, _ = recv.shape
     out = recv.new_empty(B, N, w3.shape[0] if relu_out else w2.shape[0])
     if B == 0:
         return out
     sizes, cfg, ts = _prep(recv, send, edge, we, w2, b2, w3, b3, relu_out)
-    m, m_ptr = _mask_ptr(mask)
-    ctx, stream = _launch_context(recv)
+    ctx, stream, device = _launch_context(recv)
     with ctx:
-        _ext.C_CUDA.mpnn_message_sum_forward(
-            _dtype_code(recv.dtype), bool(relu_out), *(t.data_ptr() for t in ts), m_ptr, out.data_ptr(), *sizes,
-            *device_limits(_index(recv)), stream)
+        FORWARD.call(_ext.C_CUDA.mpnn_message_sum_forward, *ts, mask, out, bool(relu_out), *sizes,
+                     *device_limits(_index(recv)), stream, max_grid, device=device)
     return out
 
 
@@ -131,8 +128,6 @@ def backward(gin, recv, send, edge, we, w2, b2, w3, b3, mask, relu_out: bool) ->
     bw = cfg["bwd"]
     P, G = bw["blocks"], bw["G"]
     H1P, H2P, FoP = cfg["H1P"], cfg["H2P"], cfg["FoP"]
-    g = gin.contiguous()
-    m, m_ptr = _mask_ptr(mask)
     new = recv.new_empty
     s = None if relu_out else new(B, N, H2)
     grecv, gsend_part = new(B, N, H1), new(G, B, N, H1)
@@ -143,18 +138,12 @@ def backward(gin, recv, send, edge, we, w2, b2, w3, b3, mask, relu_out: bool) ->
     gw3 = gb3 = part_w3 = part_b3 = None
     if relu_out:
         part_w3, part_b3, gw3, gb3 = new(P * bw["S3"], FoP, H2P), new(P, Fo), new(Fo, H2), new(Fo)
-
-    def ptr(t):
-        return 0 if t is None else t.data_ptr()
-    ctx, stream = _launch_context(recv)
+    ctx, stream, device = _launch_context(recv)
     with ctx:
-        _ext.C_CUDA.mpnn_message_sum_backward(
-            _dtype_code(recv.dtype), bool(relu_out), g.data_ptr(), *(t.data_ptr() for t in ts), m_ptr, ptr(s),
-            grecv.data_ptr(), gsend_part.data_ptr(), gsend.data_ptr() if G > 1 else 0, gedge.data_ptr(),
-            part_w2.data_ptr(), part_b2.data_ptr(), part_we.data_ptr(), ptr(part_w3), ptr(part_b3),
-            gw2.data_ptr(), gb2.data_ptr(), gwe.data_ptr(), ptr(gw3), ptr(gb3), *sizes,
-            *device_limits(_index(recv)), stream)
+        BACKWARD.call(_ext.C_CUDA.mpnn_message_sum_backward, gin, *ts, mask, s, grecv, gsend_part,
+                      gsend if G > 1 else None, gedge, part_w2, part_b2, part_we, part_w3, part_b3, gw2, gb2, gwe,
+                      gw3, gb3, bool(relu_out), *sizes, *device_limits(_index(recv)), stream, device=device)
     return PairGrads(grecv, gsend, gedge, gwe, gw2, gb2, s, gw3, gb3)
 
 
-CUDA.implement(OP, forward, backward, refuse=refuse)
+registry.get_backend("cuda").implement(OP, forward, backward, refuse=refuse)

@@ -10,7 +10,7 @@ from typing import Optional
 
 import torch
 
-from mimo_fast.ops.backends import TRITON
+from mimo_fast.ops import registry
 from mimo_fast.ops.triton import _launch as L
 
 
@@ -115,4 +115,4 @@ def backward(grad_r, grad_Sigma, grad_z, grad_V, H, y, x, v, z_prev, V_prev, noi
     return [g_H, g_y, g_x, g_v, g_zp, g_Vp, g_noise]
 
 
-TRITON.implement("amp_step", forward, backward, refuse=refuse)
+registry.get_backend("triton").implement("amp_step", forward, backward, refuse=refuse)

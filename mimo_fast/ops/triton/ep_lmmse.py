@@ -11,7 +11,7 @@ from typing import Optional
 
 import torch
 
-from mimo_fast.ops.backends import TRITON
+from mimo_fast.ops import registry
 from mimo_fast.ops.triton import _launch as L
 
 #: Largest K served. The forward keeps two KP x KP tiles (A and W = L^{-1}) in registers,
@@ -82,4 +82,4 @@ def backward(grad_mean, grad_var, gram, rhs, lam, gam):
     return [g_gram, g_rhs, g_lam, g_gam]
 
 
-TRITON.implement("ep_lmmse", forward, backward, refuse=refuse)
+registry.get_backend("triton").implement("ep_lmmse", forward, backward, refuse=refuse)

@@ -18,7 +18,7 @@ from typing import Optional
 
 import torch
 
-from mimo_fast.ops.backends import TRITON
+from mimo_fast.ops import registry
 from mimo_fast.ops.mpnn_message_sum import OP, PairGrads
 from mimo_fast.ops.triton import _launch as L
 
@@ -37,7 +37,7 @@ def blocks(N: int, H1: int, H2: int, E: int, itemsize: int, backward: bool = Fal
     for "none", ``Fo=0``). BN receivers x BJ senders give BN*BJ pair rows per step, as many
     as fit a register budget of ~8K fp32 values per (rows, H) tile in forward, a quarter of
     that in backward (which holds several such tiles, both orientations of W2 and W3 and the
-    weight partials); at least 16 rows for tl.dot. `python bench/triton_resources.py` shows
+    weight partials); at least 16 rows for tl.dot. `python tools/triton_resources.py` shows
     what these need on sm_90: the backward still spills registers at every foundation shape
     (and at H1 x H2 = 128 x 64 needs ~184 KiB of shared memory: fits sm_90, not sm_80)."""
     BH1, BH2, BE = L.block(H1), L.block(H2), L.block(E)
@@ -62,7 +62,7 @@ def blocks(N: int, H1: int, H2: int, E: int, itemsize: int, backward: bool = Fal
 def backward_shared_memory(H1: int, H2: int, Fo: int = 0) -> int:
     """Estimated shared memory of the backward kernel (bytes): mostly W2 (and for "relu",
     ``Fo`` > 0, W3) staged for two tl.dot orientations. Fitted on sm_80/sm_90 float32
-    compiles (bench/triton_resources.py; "none": H1 x H2 = 128 x 64 -> 184 KiB, 64 x 32 ->
+    compiles (tools/triton_resources.py; "none": H1 x H2 = 128 x 64 -> 184 KiB, 64 x 32 ->
     72 KiB, 16 x 16 -> 40 KiB; "relu" adds ~18 bytes per element of the (BFO, BH2) W3 block
     plus ~8 per element of a (rows, BFO) pair tile: 128 x 64 with Fo = 16 -> 202 KiB, with
     Fo = 128 -> 328 KiB; 64 x 64, Fo = 16 -> 132 KiB), rounded up. Known to run low for
@@ -197,4 +197,4 @@ def backward(gin, recv, send, edge, we, w2, b2, w3, b3, mask, relu_out: bool) ->
     return PairGrads(grecv, gsend, gedge, gwe, gw2, gb2, s, gw3, gb3)
 
 
-TRITON.implement(OP, forward, backward, refuse=refuse)
+registry.get_backend("triton").implement(OP, forward, backward, refuse=refuse)

@@ -1,0 +1,81 @@
+// Lane vectors for kernels that run one independent problem per SIMD lane (batched
+// small linear algebra): GCC/Clang vector extensions, so one kernel body compiles to
+// ymm code inside a target("avx2,fma") wrapper and to SSE2 code in the portable one.
+// Kernel bodies are always_inline templates; each wrapper instantiates them under its
+// own target, so the ISA is picked once per call with cpu_has_avx2_fma().
+#pragma once
+#include <cmath>
+#include <cstddef>
+#include <cstdlib>
+#include <new>
+
+#define MIMO_FAST_INLINE inline __attribute__((always_inline))
+// Vector helpers are always inlined into their ISA wrapper, so no 32-byte vector ever
+// crosses a call boundary compiled without AVX: the psabi note does not apply.
+// Kernels rely on -std=gnu++17 (CMake's default) for -ffp-contract=fast, i.e. FMAs.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+#if defined(__x86_64__) || defined(__i386__)
+#define MIMO_FAST_AVX2 __attribute__((target("avx2,fma")))
+#else  // other ISAs: the "avx2" wrappers are plain functions and are never selected
+#define MIMO_FAST_AVX2
+#endif
+
+namespace mimo_fast {
+
+// MIMO_FAST_CPU_PORTABLE=1 makes the lane kernels take their portable (SSE2) path even on
+// an AVX2 machine, so tests can cover it. Read on every call (cheap next to a kernel).
+inline bool force_portable() {
+  const char* s = std::getenv("MIMO_FAST_CPU_PORTABLE");
+  return s && s[0] == '1';
+}
+
+template <typename T, int W> struct Lanes;
+// 256-bit (AVX2) lane groups
+template <> struct Lanes<float, 8> { typedef float type __attribute__((vector_size(32))); };
+template <> struct Lanes<double, 4> { typedef double type __attribute__((vector_size(32))); };
+// 128-bit (SSE2 baseline) lane groups
+template <> struct Lanes<float, 4> { typedef float type __attribute__((vector_size(16))); };
+template <> struct Lanes<double, 2> { typedef double type __attribute__((vector_size(16))); };
+
+// Unaligned vector load/store from scalar memory.
+template <typename V, typename T>
+MIMO_FAST_INLINE V load_u(const T* p) {
+  V v;
+  __builtin_memcpy(&v, p, sizeof(V));
+  return v;
+}
+template <typename V, typename T>
+MIMO_FAST_INLINE void store_u(T* p, V v) {
+  __builtin_memcpy(p, &v, sizeof(V));
+}
+
+// Heap array of lane vectors, 64-byte aligned (std::vector does not promise the
+// vector types' 32-byte alignment with every allocator/ABI combination).
+template <typename V>
+class LaneBuf {
+ public:
+  LaneBuf() = default;
+  explicit LaneBuf(size_t n) { resize(n); }
+  LaneBuf(const LaneBuf&) = delete;
+  LaneBuf& operator=(const LaneBuf&) = delete;
+  ~LaneBuf() { std::free(p_); }
+  void resize(size_t n) {
+    std::free(p_);
+    p_ = nullptr;
+    n_ = n;
+    if (n && posix_memalign(reinterpret_cast<void**>(&p_), 64, n * sizeof(V))) throw std::bad_alloc();
+  }
+  bool empty() const { return n_ == 0; }
+  V* data() { return p_; }
+  const V* data() const { return p_; }
+  V& operator[](size_t i) { return p_[i]; }
+  const V& operator[](size_t i) const { return p_[i]; }
+
+ private:
+  V* p_ = nullptr;
+  size_t n_ = 0;
+};
+
+}  // namespace mimo_fast

@@ -1,0 +1,417 @@
+// ep_lmmse CPU kernels (formula: mimo_fast/ops/ep_lmmse.py; backward formulas:
+// mimo_fast/ops/reference/ep_lmmse.py).
+//
+// Layout: W matrices are interleaved across the SIMD lanes (W = 8 float / 4 double
+// with AVX2, 4 / 2 with SSE2). A group is transposed once into lane-major scratch
+// (packed lower triangle, element (i,j) at tri(i)+j, each element a W-lane vector) and
+// factorised, solved and inverted with every instruction serving W matrices, so the
+// small-K case keeps the lanes full and needs no horizontal reductions. Per group the
+// scratch is tri(K) lane vectors for L (forward) plus tri(K) for L^{-1} and K*K for
+// S = A^{-1} (backward, only when grad_var is non-zero): the matrix is read from memory
+// once and the outputs written once; everything else stays in L1/L2 (K <= 64) or L2.
+// A batch that is not a multiple of W pads its last group with identity matrices; in
+// forward and backward, a group less than half full at K >= 32 (small batches, remainders) is
+// instead done one matrix at a time (*_single: right-looking, row-vectorised).
+// Dots and inverse columns are register-blocked four wide (see lane_cholesky.h).
+//
+// Backward recomputes the factor instead of caching it from forward: the forward
+// contract returns (mean, var, info) only, the factor costs K^3/6 lane FMAs against
+// ~K^3 for S diag(g_var) S, and nothing B*K*K-sized has to be kept alive.
+//
+// Non-PD: the first pivot d <= 0 (or NaN) of a lane sets info = its order (1-based),
+// the pivot is replaced by 1 so the lane stays finite, and that lane's outputs
+// (mean/var, or all gradients) are written as NaN.
+#include <pybind11/pybind11.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <stdexcept>
+#include <vector>
+
+#include "common/args.h"
+#include "common/cpu/cpu_features.h"
+#include "common/cpu/lanes.h"
+#include "common/cpu/parallel.h"
+#include "ep_lmmse/cpu/lane_cholesky.h"
+#include "ep_lmmse/cpu/single_cholesky.h"
+
+namespace py = pybind11;
+
+namespace mimo_fast {
+namespace {
+
+using ep::cholesky;
+using ep::colq;
+using ep::dot;
+using ep::factor_single;
+using ep::inverse_single;
+using ep::solve_single;
+using ep::inverse_columns;
+using ep::solve;
+using ep::tri;
+
+template <typename T>
+struct EpArgs {
+  const T *gram, *rhs, *lam, *gam, *grad_mean, *grad_var;
+  T *mean, *var, *g_gram, *g_rhs, *g_lam, *g_gam;
+  int32_t* info;
+  int64_t B;
+  int K;
+};
+
+// Transpose matrices b0..b0+nl-1 into lane-major A = sym(gram) + diag(lam); idle lanes get I.
+template <typename T, int W, typename V = typename Lanes<T, W>::type>
+MIMO_FAST_INLINE void load_system(const EpArgs<T>& a, int64_t b0, int nl, V* L) {
+  const int K = a.K;
+  for (int l = 0; l < W; ++l) {
+    if (l < nl) {
+      const T* g = a.gram + (b0 + l) * K * K;
+      const T* lm = a.lam + (b0 + l) * K;
+      for (int i = 0; i < K; ++i) {
+        V* Li = L + tri(i);
+        for (int j = 0; j < i; ++j) Li[j][l] = T(0.5) * (g[i * K + j] + g[j * K + i]);
+        Li[i][l] = T(0.5) * (g[i * K + i] + g[i * K + i]) + lm[i];
+      }
+    } else {
+      for (int i = 0; i < K; ++i) {
+        V* Li = L + tri(i);
+        for (int j = 0; j < i; ++j) Li[j][l] = T(0);
+        Li[i][l] = T(1);
+      }
+    }
+  }
+}
+
+template <typename T, int W, typename V = typename Lanes<T, W>::type>
+MIMO_FAST_INLINE void load_vec(const T* p, const T* q, int64_t b0, int nl, int K, V* out) {
+  for (int i = 0; i < K; ++i) out[i] = V{};
+  for (int l = 0; l < nl; ++l) {
+    const T* pr = p + (b0 + l) * K;
+    const T* qr = q ? q + (b0 + l) * K : nullptr;
+    for (int i = 0; i < K; ++i) out[i][l] = qr ? pr[i] + qr[i] : pr[i];
+  }
+}
+
+template <typename T, int W, typename V = typename Lanes<T, W>::type>
+MIMO_FAST_INLINE void store_vec(const V* v, int64_t b0, int nl, int K, T* p, T sign = T(1)) {
+  for (int l = 0; l < nl; ++l) {
+    T* pr = p + (b0 + l) * K;
+    for (int i = 0; i < K; ++i) pr[i] = sign * v[i][l];
+  }
+}
+
+template <typename T, int W, typename V = typename Lanes<T, W>::type>
+MIMO_FAST_INLINE void nan_failed(const int32_t* info, int64_t b0, int nl, int64_t n, T* p) {
+  for (int l = 0; l < nl; ++l)
+    if (info[l]) std::fill(p + (b0 + l) * n, p + (b0 + l + 1) * n, std::numeric_limits<T>::quiet_NaN());
+}
+
+// One matrix on its own, for a lane group that would be mostly idle (a batch smaller than
+// the lane count, or its remainder) at K >= 32 (kernels: single_cholesky.h).
+// var_i = |row i of Z|^2 with Z = U^{-1}; S = A^{-1} = Z Z^T.
+template <typename T, int W>
+MIMO_FAST_INLINE void forward_single(const EpArgs<T>& a, int64_t b, T* U, T* Z) {
+  const int K = a.K;
+  const int32_t info = factor_single(a.gram + b * K * K, a.lam + b * K, K, U);
+  T* m = a.mean + b * K;
+  T* var = a.var + b * K;
+  for (int i = 0; i < K; ++i) m[i] = a.rhs[b * K + i] + a.gam[b * K + i];
+  solve_single<T, W>(U, K, m);
+  inverse_single(U, K, Z, var);
+  a.info[b] = info;
+  if (info) {
+    std::fill(m, m + K, std::numeric_limits<T>::quiet_NaN());
+    std::fill(var, var + K, std::numeric_limits<T>::quiet_NaN());
+  }
+}
+
+// Backward for one matrix (same formulas as backward_range). buf: 3 K*K + 3 K.
+template <typename T, int W>
+MIMO_FAST_INLINE void backward_single(const EpArgs<T>& a, int64_t b, T* buf) {
+  const int K = a.K;
+  const size_t KK = static_cast<size_t>(K) * K;
+  T *U = buf, *Z = buf + KK, *S = buf + 2 * KK, *m = buf + 3 * KK, *u = m + K, *wrow = u + K;
+  const int32_t info = factor_single(a.gram + b * K * K, a.lam + b * K, K, U);
+  for (int i = 0; i < K; ++i) {
+    m[i] = a.rhs[b * K + i] + a.gam[b * K + i];
+    u[i] = a.grad_mean[b * K + i];
+  }
+  solve_single<T, W>(U, K, m);
+  solve_single<T, W>(U, K, u);
+  const T* gv = a.grad_var + b * K;
+  bool any_gv = false;
+  for (int i = 0; i < K; ++i) any_gv |= gv[i] != T(0);
+  if (any_gv) {
+    inverse_single(U, K, Z, static_cast<T*>(nullptr));
+    for (int i = 0; i < K; ++i)
+      for (int j = 0; j <= i; ++j)
+        S[i * K + j] = S[j * K + i] = dot<T, W>(Z + i * K + i, Z + j * K + i, K - i);
+  }
+  T* G = a.g_gram + b * K * K;
+  T* glam = a.g_lam + b * K;
+  for (int i = 0; i < K; ++i) {
+    if (any_gv)
+      for (int k = 0; k < K; ++k) wrow[k] = S[i * K + k] * gv[k];
+    for (int j = 0; j <= i; ++j) {
+      const T t = any_gv ? dot<T, W>(wrow, S + j * K, K) : T(0);
+      const T g = -(T(0.5) * (u[i] * m[j] + m[i] * u[j]) + t);
+      G[i * K + j] = G[j * K + i] = g;
+      if (i == j) glam[i] = -(u[i] * m[i] + t);
+    }
+  }
+  std::copy(u, u + K, a.g_rhs + b * K);
+  std::copy(u, u + K, a.g_gam + b * K);
+  if (info) {
+    const T nan = std::numeric_limits<T>::quiet_NaN();
+    std::fill(G, G + KK, nan);
+    for (T* p : {a.g_rhs, a.g_lam, a.g_gam}) std::fill(p + b * K, p + (b + 1) * K, nan);
+  }
+}
+
+template <typename T, int W, typename V = typename Lanes<T, W>::type>
+MIMO_FAST_INLINE void forward_range(const EpArgs<T>& a, int64_t b_begin, int64_t b_end) {
+  const int K = a.K;
+  LaneBuf<V> L(tri(K)), dinv(K), x(K), col(4 * static_cast<size_t>(K)), var(K);
+  std::vector<T> U, Z;
+  for (int64_t b0 = b_begin; b0 < b_end; b0 += W) {
+    const int nl = static_cast<int>(std::min<int64_t>(W, b_end - b0));
+    if (2 * nl < W && K >= 32) {  // mostly idle lanes: one matrix at a time is faster
+      U.resize(static_cast<size_t>(K) * K);
+      Z.resize(static_cast<size_t>(K) * K);
+      for (int l = 0; l < nl; ++l) forward_single<T, W>(a, b0 + l, U.data(), Z.data());
+      continue;
+    }
+    int32_t info[W] = {};
+    load_system<T, W>(a, b0, nl, L.data());
+    cholesky<T, W>(L.data(), dinv.data(), K, info);
+    load_vec<T, W>(a.rhs, a.gam, b0, nl, K, x.data());
+    solve<T, W>(L.data(), dinv.data(), K, x.data());
+    inverse_columns<T, W, false>(L.data(), dinv.data(), K, col.data(), var.data());
+    store_vec<T, W>(x.data(), b0, nl, K, a.mean);
+    store_vec<T, W>(var.data(), b0, nl, K, a.var);
+    for (int l = 0; l < nl; ++l) a.info[b0 + l] = info[l];
+    nan_failed<T, W>(info, b0, nl, K, a.mean);
+    nan_failed<T, W>(info, b0, nl, K, a.var);
+  }
+}
+
+// g_A = -(u m^T + S diag(g_var) S);  g_gram = sym(g_A);  g_lam = diag(g_A);  g_rhs = g_gam = u.
+template <typename T, int W, typename V = typename Lanes<T, W>::type>
+MIMO_FAST_INLINE void backward_range(const EpArgs<T>& a, int64_t b_begin, int64_t b_end) {
+  const int K = a.K;
+  LaneBuf<V> L(tri(K)), dinv(K), m(K), u(K), gv(K), glam(K), wrow(K);
+  LaneBuf<V> X, S;  // only when some grad_var is non-zero
+  std::vector<T> single;
+  for (int64_t b0 = b_begin; b0 < b_end; b0 += W) {
+    const int nl = static_cast<int>(std::min<int64_t>(W, b_end - b0));
+    if (2 * nl < W && a.K >= 32) {  // mostly idle lanes: one matrix at a time is faster
+      single.resize(3 * static_cast<size_t>(K) * K + 3 * static_cast<size_t>(K));
+      for (int l = 0; l < nl; ++l) backward_single<T, W>(a, b0 + l, single.data());
+      continue;
+    }
+    int32_t info[W] = {};
+    load_system<T, W>(a, b0, nl, L.data());
+    cholesky<T, W>(L.data(), dinv.data(), K, info);
+    load_vec<T, W>(a.rhs, a.gam, b0, nl, K, m.data());
+    solve<T, W>(L.data(), dinv.data(), K, m.data());
+    load_vec<T, W>(a.grad_mean, nullptr, b0, nl, K, u.data());
+    solve<T, W>(L.data(), dinv.data(), K, u.data());
+    load_vec<T, W>(a.grad_var, nullptr, b0, nl, K, gv.data());
+    bool any_gv = false;
+    for (int i = 0; i < K && !any_gv; ++i)
+      for (int l = 0; l < nl; ++l) any_gv |= gv[i][l] != T(0);
+
+    for (int i = 0; i < K; ++i) glam[i] = u[i] * m[i];
+    if (any_gv) {
+      if (X.empty()) {
+        X.resize(tri(K));
+        S.resize(static_cast<size_t>(K) * K);
+      }
+      inverse_columns<T, W, true>(L.data(), dinv.data(), K, X.data(), static_cast<V*>(nullptr));
+      // S_ij = sum_{k >= max(i,j)} X_ki X_kj (columns of X are contiguous); j <= i, four
+      // j at a time so each load of column i serves four FMA chains.
+      for (int i = 0; i < K; ++i) {
+        const V* ci = X.data() + colq(i, K);
+        int j = 0;
+        for (; j + 4 <= i + 1; j += 4) {
+          const V *c0 = X.data() + colq(j, K), *c1 = X.data() + colq(j + 1, K),
+                  *c2 = X.data() + colq(j + 2, K), *c3 = X.data() + colq(j + 3, K);
+          V s0{}, s1{}, s2{}, s3{};
+          for (int k = i; k < K; ++k) {
+            const V a = ci[k];
+            s0 += a * c0[k];
+            s1 += a * c1[k];
+            s2 += a * c2[k];
+            s3 += a * c3[k];
+          }
+          const V sq[4] = {s0, s1, s2, s3};
+          for (int q = 0; q < 4; ++q) S[static_cast<size_t>(i) * K + j + q] = S[static_cast<size_t>(j + q) * K + i] = sq[q];
+        }
+        for (; j <= i; ++j) {
+          const V* cj = X.data() + colq(j, K);
+          V s = V{};
+          for (int k = i; k < K; ++k) s += ci[k] * cj[k];
+          S[static_cast<size_t>(i) * K + j] = S[static_cast<size_t>(j) * K + i] = s;
+        }
+      }
+    }
+    // g_A entries (i, j <= i); T = S diag(g_var) S four j at a time (shared loads of S_i. g_var).
+    auto emit = [&](int i, int j, V t) {
+      const V g = -(T(0.5) * (u[i] * m[j] + m[i] * u[j]) + t);
+      if (i == j) glam[i] += t;
+      for (int l = 0; l < nl; ++l) {
+        T* G = a.g_gram + (b0 + l) * K * K;
+        G[i * K + j] = g[l];
+        G[j * K + i] = g[l];
+      }
+    };
+    for (int i = 0; i < K; ++i) {
+      if (!any_gv) {
+        for (int j = 0; j <= i; ++j) emit(i, j, V{});
+        continue;
+      }
+      const V* Si = S.data() + static_cast<size_t>(i) * K;
+      for (int k = 0; k < K; ++k) wrow[k] = Si[k] * gv[k];
+      int j = 0;
+      for (; j + 4 <= i + 1; j += 4) {
+        const V* S0 = S.data() + static_cast<size_t>(j) * K;
+        const V *S1 = S0 + K, *S2 = S0 + 2 * K, *S3 = S0 + 3 * K;
+        V t0{}, t1{}, t2{}, t3{};
+        for (int k = 0; k < K; ++k) {
+          const V w = wrow[k];
+          t0 += w * S0[k];
+          t1 += w * S1[k];
+          t2 += w * S2[k];
+          t3 += w * S3[k];
+        }
+        emit(i, j, t0);
+        emit(i, j + 1, t1);
+        emit(i, j + 2, t2);
+        emit(i, j + 3, t3);
+      }
+      for (; j <= i; ++j) {
+        const V* Sj = S.data() + static_cast<size_t>(j) * K;
+        V t = V{};
+        for (int k = 0; k < K; ++k) t += wrow[k] * Sj[k];
+        emit(i, j, t);
+      }
+    }
+    store_vec<T, W>(u.data(), b0, nl, K, a.g_rhs);
+    store_vec<T, W>(u.data(), b0, nl, K, a.g_gam);
+    store_vec<T, W>(glam.data(), b0, nl, K, a.g_lam, T(-1));
+    nan_failed<T, W>(info, b0, nl, static_cast<int64_t>(K) * K, a.g_gram);
+    nan_failed<T, W>(info, b0, nl, K, a.g_rhs);
+    nan_failed<T, W>(info, b0, nl, K, a.g_lam);
+    nan_failed<T, W>(info, b0, nl, K, a.g_gam);
+  }
+}
+
+// ISA wrappers: the always_inline bodies above are compiled once per target here.
+MIMO_FAST_AVX2 void fwd_avx2_f32(const EpArgs<float>& a, int64_t b, int64_t e) { forward_range<float, 8>(a, b, e); }
+MIMO_FAST_AVX2 void fwd_avx2_f64(const EpArgs<double>& a, int64_t b, int64_t e) { forward_range<double, 4>(a, b, e); }
+MIMO_FAST_AVX2 void bwd_avx2_f32(const EpArgs<float>& a, int64_t b, int64_t e) { backward_range<float, 8>(a, b, e); }
+MIMO_FAST_AVX2 void bwd_avx2_f64(const EpArgs<double>& a, int64_t b, int64_t e) { backward_range<double, 4>(a, b, e); }
+void fwd_sse_f32(const EpArgs<float>& a, int64_t b, int64_t e) { forward_range<float, 4>(a, b, e); }
+void fwd_sse_f64(const EpArgs<double>& a, int64_t b, int64_t e) { forward_range<double, 2>(a, b, e); }
+void bwd_sse_f32(const EpArgs<float>& a, int64_t b, int64_t e) { backward_range<float, 4>(a, b, e); }
+void bwd_sse_f64(const EpArgs<double>& a, int64_t b, int64_t e) { backward_range<double, 2>(a, b, e); }
+
+template <typename T>
+void run(void (*fn)(const EpArgs<T>&, int64_t, int64_t), const EpArgs<T>& a, int nthreads) {
+  // Chunks of whole groups of 8 matrices (the widest lane group); below ~2M B*K^3
+  // (~0.1 ms on one core) one thread is faster.
+  parallel_batches(a.B, 8, static_cast<double>(a.B) * a.K * a.K * a.K, 1 << 21, nthreads,
+                   [&](int64_t b, int64_t e) { fn(a, b, e); });
+}
+
+// Block layouts (mimo_fast/ops/cpu/ep_lmmse.py builds them): slots by name below.
+constexpr Layout kForward{"ep_lmmse_forward", "gram rhs lam gam mean var info", "B K nthreads"};
+constexpr Layout kBackward{"ep_lmmse_backward", "grad_mean grad_var gram rhs lam gam g_gram g_rhs g_lam g_gam",
+                           "B K nthreads"};
+namespace fwd { enum : int { gram, rhs, lam, gam, mean, var, info, kTensors }; }
+namespace bwd { enum : int { grad_mean, grad_var, gram, rhs, lam, gam, g_gram, g_rhs, g_lam, g_gam, kTensors }; }
+namespace sc { enum : int { B, K, nthreads }; }
+static_assert(kForward.tensor_count() == fwd::kTensors && kBackward.tensor_count() == bwd::kTensors, "layouts");
+
+// B and K, checked against every buffer's element count.
+std::pair<int64_t, int64_t> sizes(const ArgView& a) {
+  const int64_t B = a.i(sc::B), K = a.i(sc::K);
+  if (B < 0 || K < 1) a.fail("need B >= 0 and K >= 1");
+  return {B, K};
+}
+
+template <typename T>
+EpArgs<T> system_args(const ArgView& a, int gram, int64_t B, int64_t K) {
+  EpArgs<T> x{};
+  x.gram = a.in<T>(gram);
+  x.rhs = a.in<T>(gram + 1);
+  x.lam = a.in<T>(gram + 2);
+  x.gam = a.in<T>(gram + 3);
+  x.B = B;
+  x.K = static_cast<int>(K);
+  return x;
+}
+
+// gram, rhs, lam, gam -> mean, var (B, K) and int32 info (B,).
+void ep_forward(const py::bytes& block) {
+  const ArgView a(block, kForward);
+  const auto [B, K] = sizes(a);
+  a.expect_numel(fwd::gram, B * K * K);
+  a.expect_numel({fwd::rhs, fwd::lam, fwd::gam, fwd::mean, fwd::var}, B * K);
+  a.expect_numel(fwd::info, B);
+  const int nthreads = static_cast<int>(a.i(sc::nthreads));
+  const bool avx2 = cpu_has_avx2_fma() && !force_portable();
+  auto go = [&](auto zero) {
+    using T = decltype(zero);
+    EpArgs<T> x = system_args<T>(a, fwd::gram, B, K);
+    x.mean = a.out<T>(fwd::mean);
+    x.var = a.out<T>(fwd::var);
+    x.info = a.out<int32_t>(fwd::info);
+    py::gil_scoped_release release;
+    if constexpr (sizeof(T) == 4) run<T>(avx2 ? fwd_avx2_f32 : fwd_sse_f32, x, nthreads);
+    else run<T>(avx2 ? fwd_avx2_f64 : fwd_sse_f64, x, nthreads);
+  };
+  if (a.dtype(fwd::gram) == DType::f32) go(float(0));
+  else go(double(0));
+}
+
+// grad_mean, grad_var, gram, rhs, lam, gam -> the gradients of gram, rhs, lam, gam.
+void ep_backward(const py::bytes& block) {
+  const ArgView a(block, kBackward);
+  const auto [B, K] = sizes(a);
+  a.expect_numel({bwd::gram, bwd::g_gram}, B * K * K);
+  a.expect_numel({bwd::grad_mean, bwd::grad_var, bwd::rhs, bwd::lam, bwd::gam, bwd::g_rhs, bwd::g_lam, bwd::g_gam},
+                 B * K);
+  const int nthreads = static_cast<int>(a.i(sc::nthreads));
+  const bool avx2 = cpu_has_avx2_fma() && !force_portable();
+  auto go = [&](auto zero) {
+    using T = decltype(zero);
+    EpArgs<T> x = system_args<T>(a, bwd::gram, B, K);
+    x.grad_mean = a.in<T>(bwd::grad_mean);
+    x.grad_var = a.in<T>(bwd::grad_var);
+    x.g_gram = a.out<T>(bwd::g_gram);
+    x.g_rhs = a.out<T>(bwd::g_rhs);
+    x.g_lam = a.out<T>(bwd::g_lam);
+    x.g_gam = a.out<T>(bwd::g_gam);
+    py::gil_scoped_release release;
+    if constexpr (sizeof(T) == 4) run<T>(avx2 ? bwd_avx2_f32 : bwd_sse_f32, x, nthreads);
+    else run<T>(avx2 ? bwd_avx2_f64 : bwd_sse_f64, x, nthreads);
+  };
+  if (a.dtype(bwd::gram) == DType::f32) go(float(0));
+  else go(double(0));
+}
+
+}  // namespace
+
+void bind_ep_lmmse(py::module_& m) {
+  m.def("ep_lmmse_forward", &ep_forward, py::arg("block"),
+        "ep_lmmse forward; block (mimo_fast.ops.native): gram (B,K,K), rhs, lam, gam (B,K) -> mean, var "
+        "(B,K), int32 info (B,); scalars B, K, nthreads.");
+  m.def("ep_lmmse_backward", &ep_backward, py::arg("block"),
+        "ep_lmmse backward; block: grad_mean, grad_var, gram, rhs, lam, gam -> g_gram, g_rhs, g_lam, g_gam; "
+        "scalars B, K, nthreads.");
+}
+
+}  // namespace mimo_fast
