@@ -1,6 +1,6 @@
 """mimo_fast: fused kernels, learned and classical MIMO detectors and precoders.
 
-The three ops live in :mod:`mimo_fast.ops`; ``mimo-fast info`` shows which backends
+The ops live in :mod:`mimo_fast.ops`; ``mimo-fast info`` shows which backends
 this installation can run and why the others are off.
 """
 from mimo_fast._version import __version__

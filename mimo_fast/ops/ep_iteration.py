@@ -38,6 +38,7 @@ from torch import Tensor
 from mimo_fast.ops import registry
 from mimo_fast.ops import validate as V
 from mimo_fast.ops.ep_lmmse import NotPositiveDefiniteError
+from mimo_fast.ops.ep_lmmse import check as _check_lmmse
 
 CAVITY = "ep_cavity"
 UPDATE = "ep_update"
@@ -69,17 +70,8 @@ def _check_alphabet(op, K, levels, log_prior, ref, ref_name) -> None:
 
 def check_cavity(gram, rhs, lam, gam, levels, log_prior, updates, damping, v_min) -> None:
     op = CAVITY
-    for name, t in (("gram", gram), ("rhs", rhs), ("lam", lam), ("gam", gam)):
-        V.tensor(name, t, op)
-    V.dtype_in("gram", gram, V.REAL_DTYPES, op)
-    V.ndim("gram", gram, 3, op, ("B", "K", "K"))
-    B, K, _ = gram.shape
-    V.positive_size("gram", K, "row (K >= 1)", op)
-    V.shape("gram", gram, (B, K, K), op, ("B", "K", "K"))
-    for name, t in (("rhs", rhs), ("lam", lam), ("gam", gam)):
-        V.shape(name, t, (B, K), op, ("B", "K"))
-        V.same_dtype(name, t, gram.dtype, "gram", op)
-        V.same_device(name, t, gram, "gram", op)
+    _check_lmmse(gram, rhs, lam, gam, op)
+    K = gram.shape[-1]
     check_scalars(op, damping, v_min, updates)
     if (levels is None) != (log_prior is None):
         raise ValueError(f"{op}: levels and log_prior go together (the prior of EP's updates); got only one")

@@ -35,18 +35,20 @@ class NotPositiveDefiniteError(torch.linalg.LinAlgError):
         self.order = order
 
 
-def check(gram, rhs, lam, gam) -> None:
+def check(gram, rhs, lam, gam, op: str = OP) -> None:
+    """Shapes, dtypes and devices of an LMMSE system; ``op`` names the op in errors
+    (:mod:`mimo_fast.ops.ep_iteration` checks its own inputs with it)."""
     for name, t in (("gram", gram), ("rhs", rhs), ("lam", lam), ("gam", gam)):
-        V.tensor(name, t, OP)
-    V.dtype_in("gram", gram, V.REAL_DTYPES, OP)
-    V.ndim("gram", gram, 3, OP, ("B", "K", "K"))
+        V.tensor(name, t, op)
+    V.dtype_in("gram", gram, V.REAL_DTYPES, op)
+    V.ndim("gram", gram, 3, op, ("B", "K", "K"))
     B, K, _ = gram.shape
-    V.positive_size("gram", K, "row (K >= 1)", OP)
-    V.shape("gram", gram, (B, K, K), OP, ("B", "K", "K"))
+    V.positive_size("gram", K, "row (K >= 1)", op)
+    V.shape("gram", gram, (B, K, K), op, ("B", "K", "K"))
     for name, t in (("rhs", rhs), ("lam", lam), ("gam", gam)):
-        V.shape(name, t, (B, K), OP, ("B", "K"))
-        V.same_dtype(name, t, gram.dtype, "gram", OP)
-        V.same_device(name, t, gram, "gram", OP)
+        V.shape(name, t, (B, K), op, ("B", "K"))
+        V.same_dtype(name, t, gram.dtype, "gram", op)
+        V.same_device(name, t, gram, "gram", op)
 
 
 def _check_values(gram, rhs, lam, gam) -> None:

@@ -1,4 +1,4 @@
-"""Backend registry and dispatch for the three ops.
+"""Backend registry and dispatch for the ops.
 
 Every backend declares what it can serve: the device types, the dtypes, size limits,
 its own tolerances, and per op a forward and a backward. Dispatch (docs/conventions.md, "Backends and how one is chosen"):

@@ -3,7 +3,7 @@
 // helpers both use (exp, softmax, (7), (8)-(10) on W nodes) in ep_lanes.h.
 //
 // ep_cavity_forward: EP's loop for W vectors at a time, one per SIMD lane (the lane-major
-// packed triangles of csrc/ep_lmmse/lane_cholesky.h). A group's sym(gram) is transposed
+// packed triangles of csrc/ep_lmmse/cpu/lane_cholesky.h). A group's sym(gram) is transposed
 // into lane-major scratch once and stays there, with the precisions, the cavity and the
 // alphabet, for all `updates + 1` iterations: per iteration A = G + diag(lam) is copied,
 // factorised, solved and inverted (diagonal only), the cavity (7) taken, and (8)-(10)
@@ -21,11 +21,11 @@
 #include <limits>
 
 #include "common/args.h"
-#include "common/cpu_features.h"
-#include "common/lanes.h"
-#include "common/parallel.h"
+#include "common/cpu/cpu_features.h"
+#include "common/cpu/lanes.h"
+#include "common/cpu/parallel.h"
 #include "ep_iteration/cpu/ep_lanes.h"
-#include "ep_lmmse/lane_cholesky.h"
+#include "ep_lmmse/cpu/lane_cholesky.h"
 
 namespace py = pybind11;
 

@@ -1,11 +1,11 @@
 // Lane helpers of the EP iteration kernels (ep_iteration.cpp, ep_update.cpp): W nodes, one
-// per SIMD lane (common/lanes.h). Formulas: mimo_fast/ops/ep_iteration.py. The exponentials
+// per SIMD lane (common/cpu/lanes.h). Formulas: mimo_fast/ops/ep_iteration.py. The exponentials
 // use exp_lanes, not libm: a scalar exp per (node, level) cost ~1.2 ms of an EP iteration
 // at B = 4096, K = 16, L = 4.
 #pragma once
 #include <cstdint>
 
-#include "common/lanes.h"
+#include "common/cpu/lanes.h"
 
 namespace mimo_fast {
 namespace ep {

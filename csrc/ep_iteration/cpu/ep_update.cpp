@@ -9,9 +9,9 @@
 #include <cstdint>
 
 #include "common/args.h"
-#include "common/cpu_features.h"
-#include "common/lanes.h"
-#include "common/parallel.h"
+#include "common/cpu/cpu_features.h"
+#include "common/cpu/lanes.h"
+#include "common/cpu/parallel.h"
 #include "ep_iteration/cpu/ep_lanes.h"
 
 namespace py = pybind11;

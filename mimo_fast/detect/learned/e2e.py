@@ -36,7 +36,7 @@ from torch import Tensor
 
 from mimo_fast.comm import as_constellation, from_name
 from mimo_fast.detect.learned.gepnet import GEPNet
-from mimo_fast.detect.learned.gnn import masked_cross_entropy, moments, valid_indices
+from mimo_fast.detect.learned.gnn import masked_cross_entropy, valid_indices
 from mimo_fast.detect.learned.gnn_tx import GNNTx
 from mimo_fast.nn.mlp import check_sizes
 
@@ -142,14 +142,6 @@ class E2E(GEPNet):
         re = -(pts.real - x[:, :Nt, None]).square() / (2 * v[:, :Nt, None])
         im = -(pts.imag - x[:, Nt:, None]).square() / (2 * v[:, Nt:, None])
         return re + im
-
-    def _posterior(self, lg: Tensor, dtype, device):
-        """(8) with ``q(x_k = Re a_m) = q(x_{k+Nt} = Im a_m) = s_hat_{k,m}``."""
-        p = lg.softmax(-1)
-        pts = self._points(dtype.to_complex(), device)
-        xr, vr = moments(p, pts.real)
-        xi, vi = moments(p, pts.imag)
-        return torch.cat([xr, xi], 1), torch.cat([vr, vi], 1)
 
     # --- training ----------------------------------------------------------------------
     def retransmit(self, y: Tensor, H: Tensor, x_idx: Tensor, mask: Tensor,
