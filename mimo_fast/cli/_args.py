@@ -54,3 +54,21 @@ def fail(command: str, msg: str) -> int:
 
 
 __all__ = ["rho", "snr_range", "snr_table", "model_option", "fail"]
+
+
+def check_json_plot(args) -> None:
+    """``--json`` / ``--plot`` checked (folders created) before any work: one JSON file, one
+    figure with a known suffix and matplotlib installed, not the same path."""
+    import os
+
+    from mimo_fast import outputs
+    if args.json:
+        outputs.check_file(args.json, "--json")
+    if args.plot:
+        outputs.check_file(args.plot, "--plot", outputs.PLOT_SUFFIXES)
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise ValueError("--plot needs matplotlib: pip install 'mimo-fast[sim]'") from None
+    if args.json and args.plot and os.path.abspath(args.json) == os.path.abspath(args.plot):
+        raise ValueError("--json and --plot name the same file")

@@ -11,6 +11,7 @@ import dataclasses
 import sys
 
 from mimo_fast import comm
+from mimo_fast.cli import _args as _cli_args
 from mimo_fast.eval.coded import CHANNELS, LLR_METHODS, CodedConfig, _sionna, format_table, plot, run_coded
 from mimo_fast.eval.montecarlo import check_snr
 
@@ -52,19 +53,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def _check_outputs(args) -> None:
-    import os
-
-    from mimo_fast import outputs
-    if args.json:
-        outputs.check_file(args.json, "--json")
-    if args.plot:
-        outputs.check_file(args.plot, "--plot", outputs.PLOT_SUFFIXES)
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise ValueError("--plot needs matplotlib: pip install 'mimo-fast[sim]'") from None
-    if args.json and args.plot and os.path.abspath(args.json) == os.path.abspath(args.plot):
-        raise ValueError("--json and --plot name the same file")
+    _cli_args.check_json_plot(args)
 
 
 def run(args: argparse.Namespace) -> int:

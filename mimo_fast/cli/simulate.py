@@ -119,19 +119,9 @@ def _learned_constellation(source: str, args: argparse.Namespace, qam):
 
 def _check_outputs(args: argparse.Namespace) -> None:
     """--json / --plot checked (and their folders created) before any work."""
-    from mimo_fast import outputs
     if args.resume and not args.json:
         raise ValueError("--resume continues the run recorded in --json PATH: give --json")
-    if args.json:
-        outputs.check_file(args.json, "--json")
-    if args.plot:
-        outputs.check_file(args.plot, "--plot", outputs.PLOT_SUFFIXES)
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise ValueError("--plot needs matplotlib: pip install 'mimo-fast[sim]'") from None
-    if args.json and args.plot and os.path.abspath(args.json) == os.path.abspath(args.plot):
-        raise ValueError("--json and --plot name the same file")
+    _args.check_json_plot(args)
 
 
 def _jsonish(obj):
