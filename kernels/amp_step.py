@@ -34,6 +34,53 @@ if _SUM is None:  # a Triton without that private name: same reduction, slower i
         return a + b
 
 
+# Helpers the four passes share (inlined on the GPU; each call costs one re-patch in the
+# interpreter, so none is called per element, only per tile or per program).
+@triton.jit
+def _h_tile(Hb, s_m, s_n, rm, rn, in_m, in_n):
+    """The (rm, rn) tile of one batch element's H as (re, im, mask), zero outside M x N."""
+    off = rm[:, None] * s_m + rn[None, :] * s_n
+    inside = in_m[:, None] & in_n[None, :]
+    h_re = tl.load(Hb + off, mask=inside, other=0.0)
+    h_im = tl.load(Hb + off + 1, mask=inside, other=0.0)
+    return h_re, h_im, inside
+
+
+@triton.jit
+def _rows_matvec(Hb, s_m, s_n, rm, in_m, c, r, b, N, BM: tl.constexpr, BN: tl.constexpr):
+    """Both row passes' sweep over column tiles: (H c, |H|^2 r) on rows rm, for batch
+    element b's length-N vectors c (complex, interleaved) and r (real).
+    Forward: c = x, r = v (Hx of 8b, V of 8a); backward: c = g_u, r = g_q (g_t and a)."""
+    hc_re = tl.zeros([BM], dtype=Hb.dtype.element_ty)
+    hc_im = tl.zeros([BM], dtype=Hb.dtype.element_ty)
+    hr = tl.zeros([BM], dtype=Hb.dtype.element_ty)
+    for n0 in range(0, N, BN):
+        rn = n0 + tl.arange(0, BN)
+        in_n = rn < N
+        h_re, h_im, inside = _h_tile(Hb, s_m, s_n, rm, rn, in_m, in_n)
+        nv = b * N + rn
+        c_re = tl.load(c + nv * 2, mask=in_n, other=0.0)[None, :]
+        c_im = tl.load(c + nv * 2 + 1, mask=in_n, other=0.0)[None, :]
+        rr = tl.load(r + nv, mask=in_n, other=0.0)[None, :]
+        hr += tl.reduce((h_re * h_re + h_im * h_im) * rr, 1, _SUM)
+        hc_re += tl.reduce(h_re * c_re - h_im * c_im, 1, _SUM)
+        hc_im += tl.reduce(h_re * c_im + h_im * c_re, 1, _SUM)
+    return hc_re, hc_im, hr
+
+
+@triton.jit
+def _row_prior(y, z_prev, V_prev, noise_var, b, mv, in_m):
+    """Both row passes' per-row inputs of 8b: (s2, y, e = y - z_prev, d1 = s2 + V_prev),
+    complex ones as (re, im); padding rows get d1 = s2 + 1 (finite, never stored)."""
+    s2 = tl.load(noise_var + b)
+    y_re = tl.load(y + mv * 2, mask=in_m, other=0.0)
+    y_im = tl.load(y + mv * 2 + 1, mask=in_m, other=0.0)
+    e_re = y_re - tl.load(z_prev + mv * 2, mask=in_m, other=0.0)
+    e_im = y_im - tl.load(z_prev + mv * 2 + 1, mask=in_m, other=0.0)
+    d1 = s2 + tl.load(V_prev + mv, mask=in_m, other=1.0)
+    return s2, y_re, y_im, e_re, e_im, d1
+
+
 @triton.jit
 def amp_rows_kernel(H, s_b, s_m, s_n, x, v, y, z_prev, V_prev, noise_var,
                     V_out, z_out, w_out, t_out, M, N,
@@ -42,31 +89,11 @@ def amp_rows_kernel(H, s_b, s_m, s_n, x, v, y, z_prev, V_prev, noise_var,
     b = tl.program_id(0).to(tl.int64)
     rm = tl.program_id(1) * BM + tl.arange(0, BM)
     in_m = rm < M
-    Hb = H + b * s_b
-    V = tl.zeros([BM], dtype=H.dtype.element_ty)
-    hx_re = tl.zeros([BM], dtype=H.dtype.element_ty)
-    hx_im = tl.zeros([BM], dtype=H.dtype.element_ty)
-    for n0 in range(0, N, BN):
-        rn = n0 + tl.arange(0, BN)
-        in_n = rn < N
-        off = rm[:, None] * s_m + rn[None, :] * s_n
-        inside = in_m[:, None] & in_n[None, :]
-        h_re = tl.load(Hb + off, mask=inside, other=0.0)
-        h_im = tl.load(Hb + off + 1, mask=inside, other=0.0)
-        xv = (b * N + rn) * 2
-        x_re = tl.load(x + xv, mask=in_n, other=0.0)[None, :]
-        x_im = tl.load(x + xv + 1, mask=in_n, other=0.0)[None, :]
-        vv = tl.load(v + b * N + rn, mask=in_n, other=0.0)[None, :]
-        V += tl.reduce((h_re * h_re + h_im * h_im) * vv, 1, _SUM)
-        hx_re += tl.reduce(h_re * x_re - h_im * x_im, 1, _SUM)
-        hx_im += tl.reduce(h_re * x_im + h_im * x_re, 1, _SUM)
-    s2 = tl.load(noise_var + b)
+    hx_re, hx_im, V = _rows_matvec(H + b * s_b, s_m, s_n, rm, in_m, x, v, b, N, BM, BN)   # Hx; V (8a)
     mv = b * M + rm
-    y_re = tl.load(y + mv * 2, mask=in_m, other=0.0)
-    y_im = tl.load(y + mv * 2 + 1, mask=in_m, other=0.0)
-    d1 = s2 + tl.load(V_prev + mv, mask=in_m, other=0.0)
-    k_re = (y_re - tl.load(z_prev + mv * 2, mask=in_m, other=0.0)) / d1
-    k_im = (y_im - tl.load(z_prev + mv * 2 + 1, mask=in_m, other=0.0)) / d1
+    s2, y_re, y_im, e_re, e_im, d1 = _row_prior(y, z_prev, V_prev, noise_var, b, mv, in_m)
+    k_re = e_re / d1
+    k_im = e_im / d1
     z_re = hx_re - V * k_re                                   # (8b), Onsager term
     z_im = hx_im - V * k_im
     w = 1.0 / (s2 + V)
@@ -94,10 +121,7 @@ def amp_cols_kernel(H, s_b, s_m, s_n, x, w, t, g_r, g_Sigma,
     for m0 in range(0, M, BM):
         rm = m0 + tl.arange(0, BM)
         in_m = rm < M
-        off = rm[:, None] * s_m + rn[None, :] * s_n
-        inside = in_m[:, None] & in_n[None, :]
-        h_re = tl.load(Hb + off, mask=inside, other=0.0)
-        h_im = tl.load(Hb + off + 1, mask=inside, other=0.0)
+        h_re, h_im, inside = _h_tile(Hb, s_m, s_n, rm, rn, in_m, in_n)
         mv = b * M + rm
         ww = tl.load(w + mv, mask=in_m, other=0.0)[:, None]
         t_re = tl.load(t + mv * 2, mask=in_m, other=0.0)[:, None]
@@ -129,31 +153,9 @@ def amp_rows_bwd_kernel(H, s_b, s_m, s_n, g_u, g_q, y, z_prev, V_prev, noise_var
     b = tl.program_id(0).to(tl.int64)
     rm = tl.program_id(1) * BM + tl.arange(0, BM)
     in_m = rm < M
-    Hb = H + b * s_b
-    gt_re = tl.zeros([BM], dtype=H.dtype.element_ty)
-    gt_im = tl.zeros([BM], dtype=H.dtype.element_ty)
-    a = tl.zeros([BM], dtype=H.dtype.element_ty)
-    for n0 in range(0, N, BN):
-        rn = n0 + tl.arange(0, BN)
-        in_n = rn < N
-        off = rm[:, None] * s_m + rn[None, :] * s_n
-        inside = in_m[:, None] & in_n[None, :]
-        h_re = tl.load(Hb + off, mask=inside, other=0.0)
-        h_im = tl.load(Hb + off + 1, mask=inside, other=0.0)
-        nv = b * N + rn
-        gu_re = tl.load(g_u + nv * 2, mask=in_n, other=0.0)[None, :]
-        gu_im = tl.load(g_u + nv * 2 + 1, mask=in_n, other=0.0)[None, :]
-        gq = tl.load(g_q + nv, mask=in_n, other=0.0)[None, :]
-        gt_re += tl.reduce(h_re * gu_re - h_im * gu_im, 1, _SUM)
-        gt_im += tl.reduce(h_re * gu_im + h_im * gu_re, 1, _SUM)
-        a += tl.reduce((h_re * h_re + h_im * h_im) * gq, 1, _SUM)
+    gt_re, gt_im, a = _rows_matvec(H + b * s_b, s_m, s_n, rm, in_m, g_u, g_q, b, N, BM, BN)
     mv = b * M + rm
-    s2 = tl.load(noise_var + b)
-    y_re = tl.load(y + mv * 2, mask=in_m, other=0.0)
-    y_im = tl.load(y + mv * 2 + 1, mask=in_m, other=0.0)
-    e_re = y_re - tl.load(z_prev + mv * 2, mask=in_m, other=0.0)
-    e_im = y_im - tl.load(z_prev + mv * 2 + 1, mask=in_m, other=0.0)
-    d1 = s2 + tl.load(V_prev + mv, mask=in_m, other=1.0)
+    s2, y_re, y_im, e_re, e_im, d1 = _row_prior(y, z_prev, V_prev, noise_var, b, mv, in_m)
     Vv = tl.load(V + mv, mask=in_m, other=0.0)
     ww = tl.load(w + mv, mask=in_m, other=0.0)
     r_re = y_re - tl.load(z + mv * 2, mask=in_m, other=0.0)     # y - z
@@ -199,10 +201,7 @@ def amp_cols_bwd_kernel(H, s_b, s_m, s_n, x, v, t, w, g_zt, g_Vt, g_u, g_q, g_r,
     for m0 in range(0, M, BM):
         rm = m0 + tl.arange(0, BM)
         in_m = rm < M
-        off = rm[:, None] * s_m + rn[None, :] * s_n
-        inside = in_m[:, None] & in_n[None, :]
-        h_re = tl.load(Hb + off, mask=inside, other=0.0)
-        h_im = tl.load(Hb + off + 1, mask=inside, other=0.0)
+        h_re, h_im, inside = _h_tile(Hb, s_m, s_n, rm, rn, in_m, in_n)
         mv = b * M + rm
         t_re = tl.load(t + mv * 2, mask=in_m, other=0.0)[:, None]
         t_im = tl.load(t + mv * 2 + 1, mask=in_m, other=0.0)[:, None]

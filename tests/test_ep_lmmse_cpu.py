@@ -1,5 +1,6 @@
 """`cpu` backend of ep_lmmse against the reference: values, gradients, failures, the
-lane-group remainders (B not a multiple of 8/4) and every K class of the kernel."""
+lane-group remainders (B not a multiple of the lane count: 16/8/4 float lanes with
+AVX-512/AVX2/SSE2, half that for double), every ISA path and every K class of the kernel."""
 import pytest
 import torch
 
@@ -58,7 +59,7 @@ def compare(ins, tol, gv_scale=1.0, seed=1):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("K", [1, 2, 3, 7, 9, 17, 33, 65])
 def test_matches_reference(K, dtype):
-    B = 11 if K < 33 else 5  # not a multiple of the lane count (8 float / 4 double)
+    B = 11 if K < 33 else 5  # not a multiple of any lane count
     compare(make(B, K, dtype, seed=K), TOL[dtype])
 
 
@@ -72,6 +73,19 @@ def test_portable_path(dtype, monkeypatch):
     monkeypatch.setenv("MIMO_FAST_CPU_PORTABLE", "1")
     for B, K in ((1, 1), (3, 5), (7, 18)):
         compare(make(B, K, dtype, seed=B), TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("disable", ["", "avx512", "avx512,avx2"], ids=["auto", "avx2", "sse2"])
+def test_every_isa_path(disable, dtype, monkeypatch):
+    """MIMO_FAST_CPU_DISABLE makes the kernel treat the CPU as lacking an ISA, so the AVX2
+    and SSE2 lane widths are covered on an AVX-512 machine (on a CPU without AVX-512 the
+    first two cases coincide). Full lane groups plus a remainder: the remainder of B 37 at
+    K 33 goes one matrix at a time, the one at K 16 through a part-idle lane group; K 20
+    and 7 are not multiples of any lane count (the register transposes' partial blocks)."""
+    monkeypatch.setenv("MIMO_FAST_CPU_DISABLE", disable)
+    for B, K in ((37, 16), (37, 33), (40, 20), (9, 7), (1, 1)):
+        compare(make(B, K, dtype, seed=B + K), TOL[dtype])
 
 
 def test_mean_only_gradient_path():

@@ -25,8 +25,10 @@
 
 #include "amp_step/cuda/amp_step_tiles.cuh"
 #include "common/args.h"
+#include "common/cuda/batch_chunks.h"
 #include "common/cuda/block_emulator.h"
 #include "common/cuda/cuda_utils.cuh"
+#include "common/cuda/op_bindings.h"
 
 namespace py = pybind11;
 
@@ -56,7 +58,6 @@ __global__ void __launch_bounds__(256) amp_cols_backward_kernel(Args<T> a) {
   cols_backward<T>(DeviceBlock(), a, blockIdx.x, gridDim.x);
 }
 
-constexpr int64_t kDefaultSmem = 48 * 1024;  // dynamic shared memory without the opt-in
 constexpr int64_t kTileBudget = 96 * 1024;   // at most 2 rows blocks per SM on an H100
 constexpr int kMaxRows = 16;
 constexpr int kColsThreads = 256;
@@ -107,42 +108,17 @@ Config make_config(int64_t B, int64_t M, int64_t N, int dtype, int64_t smem_opti
   return c;
 }
 
-template <typename P>
-P* offset(P* p, int64_t n) { return p ? p + n : nullptr; }
-
 // Batch elements [b0, b0 + n) of `a`, as a launch of its own.
 template <typename T>
 Args<T> slice(const Args<T>& a, int64_t b0, int64_t n) {
   const int64_t M = b0 * a.M, N = b0 * a.N, MN = M * a.N, TN = b0 * a.tiles * a.N;
   Args<T> s = a;
-  s.H = offset(a.H, MN);
-  s.gH = offset(a.gH, MN);
-  s.y = offset(a.y, M);
-  s.zp = offset(a.zp, M);
-  s.z = offset(a.z, M);
-  s.gz = offset(a.gz, M);
-  s.gy = offset(a.gy, M);
-  s.gzp = offset(a.gzp, M);
-  s.Vp = offset(a.Vp, M);
-  s.V = offset(a.V, M);
-  s.w = offset(a.w, M);
-  s.gV = offset(a.gV, M);
-  s.gVp = offset(a.gVp, M);
-  s.x = offset(a.x, N);
-  s.r = offset(a.r, N);
-  s.gr = offset(a.gr, N);
-  s.gu = offset(a.gu, N);
-  s.gx = offset(a.gx, N);
-  s.v = offset(a.v, N);
-  s.Sigma = offset(a.Sigma, N);
-  s.gS = offset(a.gS, N);
-  s.gq = offset(a.gq, N);
-  s.gv = offset(a.gv, N);
-  s.s2 = offset(a.s2, b0);
-  s.gs2 = offset(a.gs2, b0);
-  s.pq = offset(a.pq, TN);
-  s.pu = offset(a.pu, TN);
-  s.pn = offset(a.pn, b0 * a.tiles);
+  advance_each(MN, s.H, s.gH);
+  advance_each(M, s.y, s.zp, s.z, s.gz, s.gy, s.gzp, s.Vp, s.V, s.w, s.gV, s.gVp);
+  advance_each(N, s.x, s.r, s.gr, s.gu, s.gx, s.v, s.Sigma, s.gS, s.gq, s.gv);
+  advance_each(b0, s.s2, s.gs2);
+  advance_each(TN, s.pq, s.pu);
+  advance_each(b0 * a.tiles, s.pn);
   s.B = n;
   return s;
 }
@@ -323,17 +299,11 @@ py::dict config_dict(int64_t B, int64_t M, int64_t N, int dtype, int64_t smem_op
   d["rows_per_tile"] = c.R;
   d["row_tiles"] = c.tiles;
   d["tile_in_smem"] = c.tile_in_smem;
-  d["smem_bytes"] = c.smem_bytes;
-  d["smem_optin_needed"] = c.smem_bytes > kDefaultSmem;
-  d["chunk"] = c.chunk;
-  d["launches"] = c.launches;
-  d["blocks"] = c.blocks;
   d["cols_threads"] = kColsThreads;
   d["cols_blocks"] = c.cols_blocks;
   d["workspace_forward"] = c.ws_forward;
   d["workspace_backward"] = c.ws_backward;
-  d["fits"] = c.fits;
-  d["reason"] = c.reason;
+  add_launch_fields(d, c);  // smem_bytes, smem_optin_needed, chunk, launches, blocks, fits, reason
   return d;
 }
 
@@ -348,13 +318,13 @@ void bind_amp_step_cuda(py::module_& m) {
         "row_tiles, tile_in_smem, smem_bytes, smem_optin_needed, chunk (batch elements per launch), "
         "launches, blocks, cols_threads, cols_blocks, workspace_forward/backward (elements of the "
         "real dtype), fits, reason.");
-  m.def("amp_step_forward", [](const py::bytes& block) { amp_entry(block, false); }, py::arg("block"),
-        "amp_step forward; block (mimo_fast.ops.native): H, y, x, v, z_prev, V_prev, noise_var -> r, Sigma, z, V, "
-        "plus the workspace (complex as interleaved re/im); scalars B, M, N, stream, smem_optin, max_blocks, "
-        "emulate (0/1: the host emulator on host pointers).");
-  m.def("amp_step_backward", [](const py::bytes& block) { amp_entry(block, true); }, py::arg("block"),
-        "amp_step backward; block: grad_r, grad_Sigma, grad_z, grad_V, H, y, x, v, z_prev, V_prev, noise_var -> "
-        "g_H, g_y, g_x, g_v, g_z_prev, g_V_prev, g_noise_var, plus the workspace; scalars as amp_step_forward.");
+  cuda::bind_forward_backward(
+      m, "amp_step", &amp_entry,
+      "amp_step forward; block (mimo_fast.ops.native): H, y, x, v, z_prev, V_prev, noise_var -> r, Sigma, z, V, "
+      "plus the workspace (complex as interleaved re/im); scalars B, M, N, stream, smem_optin, max_blocks, "
+      "emulate (0/1: the host emulator on host pointers).",
+      "amp_step backward; block: grad_r, grad_Sigma, grad_z, grad_V, H, y, x, v, z_prev, V_prev, noise_var -> "
+      "g_H, g_y, g_x, g_v, g_z_prev, g_V_prev, g_noise_var, plus the workspace; scalars as amp_step_forward.");
 }
 
 }  // namespace mimo_fast

@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <new>
 
+#include "common/cpu/cpu_features.h"
+
 #define MIMO_FAST_INLINE inline __attribute__((always_inline))
 // Vector helpers are always inlined into their ISA wrapper, so no 32-byte vector ever
 // crosses a call boundary compiled without AVX: the psabi note does not apply.
@@ -17,9 +19,11 @@
 #pragma GCC diagnostic ignored "-Wpsabi"
 #endif
 #if defined(__x86_64__) || defined(__i386__)
-#define MIMO_FAST_AVX2 __attribute__((target("avx2,fma")))
-#else  // other ISAs: the "avx2" wrappers are plain functions and are never selected
+#define MIMO_FAST_AVX2 __attribute__((target(MIMO_FAST_ISA_AVX2)))
+#define MIMO_FAST_AVX512 __attribute__((target(MIMO_FAST_ISA_AVX512)))
+#else  // other ISAs: the "avx2"/"avx512" wrappers are plain functions and are never selected
 #define MIMO_FAST_AVX2
+#define MIMO_FAST_AVX512
 #endif
 
 namespace mimo_fast {
@@ -31,7 +35,20 @@ inline bool force_portable() {
   return s && s[0] == '1';
 }
 
+// The lane width a kernel call uses: the widest this CPU runs, less what
+// MIMO_FAST_CPU_PORTABLE=1 (everything) or MIMO_FAST_CPU_DISABLE (named ISAs) switch off.
+enum class LaneIsa { portable, avx2, avx512 };
+inline LaneIsa lane_isa() {
+  if (force_portable()) return LaneIsa::portable;
+  if (cpu_has_avx512_core() && !cpu_isa_disabled("avx512")) return LaneIsa::avx512;
+  if (cpu_has_avx2_fma() && !cpu_isa_disabled("avx2")) return LaneIsa::avx2;
+  return LaneIsa::portable;
+}
+
 template <typename T, int W> struct Lanes;
+// 512-bit (AVX-512) lane groups
+template <> struct Lanes<float, 16> { typedef float type __attribute__((vector_size(64))); };
+template <> struct Lanes<double, 8> { typedef double type __attribute__((vector_size(64))); };
 // 256-bit (AVX2) lane groups
 template <> struct Lanes<float, 8> { typedef float type __attribute__((vector_size(32))); };
 template <> struct Lanes<double, 4> { typedef double type __attribute__((vector_size(32))); };

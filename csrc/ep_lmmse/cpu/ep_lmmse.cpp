@@ -32,6 +32,7 @@
 
 #include "common/args.h"
 #include "common/cpu/cpu_features.h"
+#include "common/cpu/lane_transpose.h"
 #include "common/cpu/lanes.h"
 #include "common/cpu/parallel.h"
 #include "ep_lmmse/cpu/lane_cholesky.h"
@@ -61,46 +62,56 @@ struct EpArgs {
   int K;
 };
 
-// Transpose matrices b0..b0+nl-1 into lane-major A = sym(gram) + diag(lam); idle lanes get I.
+// Lane IO for one group of matrices b0..b0+nl-1 (lane l is matrix b0 + l): rows are moved
+// in and out of lane vectors by register transposes (common/cpu/lane_transpose.h). Idle
+// lanes (l >= nl) read zeros, and a lam of ones, so their system is A = I, and write
+// into a scratch row.
 template <typename T, int W, typename V = typename Lanes<T, W>::type>
-MIMO_FAST_INLINE void load_system(const EpArgs<T>& a, int64_t b0, int nl, V* L) {
-  const int K = a.K;
-  for (int l = 0; l < W; ++l) {
-    if (l < nl) {
-      const T* g = a.gram + (b0 + l) * K * K;
-      const T* lm = a.lam + (b0 + l) * K;
-      for (int i = 0; i < K; ++i) {
-        V* Li = L + tri(i);
-        for (int j = 0; j < i; ++j) Li[j][l] = T(0.5) * (g[i * K + j] + g[j * K + i]);
-        Li[i][l] = T(0.5) * (g[i * K + i] + g[i * K + i]) + lm[i];
-      }
-    } else {
-      for (int i = 0; i < K; ++i) {
-        V* Li = L + tri(i);
-        for (int j = 0; j < i; ++j) Li[j][l] = T(0);
-        Li[i][l] = T(1);
-      }
+struct GroupIO {
+  int K;
+  int64_t b0 = 0;
+  int nl = 0;
+  std::vector<T> zeros, ones, sink;
+  LaneBuf<V> row, tmp;
+
+  explicit GroupIO(int k)
+      : K(k), zeros(static_cast<size_t>(k) * k), ones(k, T(1)), sink(static_cast<size_t>(k) * k), row(k), tmp(k) {}
+  void at(int64_t b, int n) { b0 = b; nl = n; }
+
+  // out[i] = p[b, i] (+ q[b, i]) for each lane's batch row b; p: (B, n) rows, idle lanes read `idle`.
+  MIMO_FAST_INLINE void load(const T* p, const T* q, int n, V* out, const T* idle = nullptr) {
+    const T* src[W];
+    for (int l = 0; l < W; ++l) src[l] = l < nl ? p + (b0 + l) * n : (idle ? idle : zeros.data());
+    rows_to_lanes<T, W>(src, n, out);
+    if (!q) return;
+    for (int l = 0; l < nl; ++l) src[l] = q + (b0 + l) * n;
+    rows_to_lanes<T, W>(src, n, tmp.data());
+    for (int i = 0; i < n; ++i) out[i] += tmp[i];
+  }
+  // p[b, i] = sign * v[i] for each lane's batch row b (row `off` of a (B, rows, n) tensor).
+  MIMO_FAST_INLINE void store(const V* v, int n, T* p, T sign = T(1), int64_t rows = 1, int64_t off = 0) {
+    T* dst[W];
+    for (int l = 0; l < W; ++l) dst[l] = l < nl ? p + ((b0 + l) * rows + off) * n : sink.data();
+    if (sign == T(1)) return lanes_to_rows<T, W>(v, n, dst);
+    for (int i = 0; i < n; ++i) tmp[i] = sign * v[i];
+    lanes_to_rows<T, W>(tmp.data(), n, dst);
+  }
+  // L = packed lower A = sym(gram) + diag(lam), row by row: row i's entries left of the
+  // diagonal finish (i, j) = (g_ji + g_ij) / 2, those right of it park g_ij at (j, i).
+  MIMO_FAST_INLINE void load_system(const T* gram, const T* lam, V* L) {
+    const T* src[W];
+    for (int i = 0; i < K; ++i) {
+      for (int l = 0; l < W; ++l) src[l] = l < nl ? gram + ((b0 + l) * K + i) * K : zeros.data();
+      rows_to_lanes<T, W>(src, K, row.data());
+      V* Li = L + tri(i);
+      for (int j = 0; j < i; ++j) Li[j] = T(0.5) * (Li[j] + row[j]);
+      Li[i] = row[i];
+      for (int j = i + 1; j < K; ++j) L[tri(j) + i] = row[j];
     }
+    load(lam, nullptr, K, row.data(), ones.data());
+    for (int i = 0; i < K; ++i) L[tri(i) + i] += row[i];
   }
-}
-
-template <typename T, int W, typename V = typename Lanes<T, W>::type>
-MIMO_FAST_INLINE void load_vec(const T* p, const T* q, int64_t b0, int nl, int K, V* out) {
-  for (int i = 0; i < K; ++i) out[i] = V{};
-  for (int l = 0; l < nl; ++l) {
-    const T* pr = p + (b0 + l) * K;
-    const T* qr = q ? q + (b0 + l) * K : nullptr;
-    for (int i = 0; i < K; ++i) out[i][l] = qr ? pr[i] + qr[i] : pr[i];
-  }
-}
-
-template <typename T, int W, typename V = typename Lanes<T, W>::type>
-MIMO_FAST_INLINE void store_vec(const V* v, int64_t b0, int nl, int K, T* p, T sign = T(1)) {
-  for (int l = 0; l < nl; ++l) {
-    T* pr = p + (b0 + l) * K;
-    for (int i = 0; i < K; ++i) pr[i] = sign * v[i][l];
-  }
-}
+};
 
 template <typename T, int W, typename V = typename Lanes<T, W>::type>
 MIMO_FAST_INLINE void nan_failed(const int32_t* info, int64_t b0, int nl, int64_t n, T* p) {
@@ -174,6 +185,7 @@ template <typename T, int W, typename V = typename Lanes<T, W>::type>
 MIMO_FAST_INLINE void forward_range(const EpArgs<T>& a, int64_t b_begin, int64_t b_end) {
   const int K = a.K;
   LaneBuf<V> L(tri(K)), dinv(K), x(K), col(4 * static_cast<size_t>(K)), var(K);
+  GroupIO<T, W> io(K);
   std::vector<T> U, Z;
   for (int64_t b0 = b_begin; b0 < b_end; b0 += W) {
     const int nl = static_cast<int>(std::min<int64_t>(W, b_end - b0));
@@ -184,13 +196,14 @@ MIMO_FAST_INLINE void forward_range(const EpArgs<T>& a, int64_t b_begin, int64_t
       continue;
     }
     int32_t info[W] = {};
-    load_system<T, W>(a, b0, nl, L.data());
+    io.at(b0, nl);
+    io.load_system(a.gram, a.lam, L.data());
     cholesky<T, W>(L.data(), dinv.data(), K, info);
-    load_vec<T, W>(a.rhs, a.gam, b0, nl, K, x.data());
+    io.load(a.rhs, a.gam, K, x.data());
     solve<T, W>(L.data(), dinv.data(), K, x.data());
     inverse_columns<T, W, false>(L.data(), dinv.data(), K, col.data(), var.data());
-    store_vec<T, W>(x.data(), b0, nl, K, a.mean);
-    store_vec<T, W>(var.data(), b0, nl, K, a.var);
+    io.store(x.data(), K, a.mean);
+    io.store(var.data(), K, a.var);
     for (int l = 0; l < nl; ++l) a.info[b0 + l] = info[l];
     nan_failed<T, W>(info, b0, nl, K, a.mean);
     nan_failed<T, W>(info, b0, nl, K, a.var);
@@ -201,8 +214,9 @@ MIMO_FAST_INLINE void forward_range(const EpArgs<T>& a, int64_t b_begin, int64_t
 template <typename T, int W, typename V = typename Lanes<T, W>::type>
 MIMO_FAST_INLINE void backward_range(const EpArgs<T>& a, int64_t b_begin, int64_t b_end) {
   const int K = a.K;
-  LaneBuf<V> L(tri(K)), dinv(K), m(K), u(K), gv(K), glam(K), wrow(K);
+  LaneBuf<V> L(tri(K)), dinv(K), m(K), u(K), gv(K), glam(K), wrow(K), GA(tri(K)), grow(K);
   LaneBuf<V> X, S;  // only when some grad_var is non-zero
+  GroupIO<T, W> io(K);
   std::vector<T> single;
   for (int64_t b0 = b_begin; b0 < b_end; b0 += W) {
     const int nl = static_cast<int>(std::min<int64_t>(W, b_end - b0));
@@ -212,13 +226,14 @@ MIMO_FAST_INLINE void backward_range(const EpArgs<T>& a, int64_t b_begin, int64_
       continue;
     }
     int32_t info[W] = {};
-    load_system<T, W>(a, b0, nl, L.data());
+    io.at(b0, nl);
+    io.load_system(a.gram, a.lam, L.data());
     cholesky<T, W>(L.data(), dinv.data(), K, info);
-    load_vec<T, W>(a.rhs, a.gam, b0, nl, K, m.data());
+    io.load(a.rhs, a.gam, K, m.data());
     solve<T, W>(L.data(), dinv.data(), K, m.data());
-    load_vec<T, W>(a.grad_mean, nullptr, b0, nl, K, u.data());
+    io.load(a.grad_mean, nullptr, K, u.data());
     solve<T, W>(L.data(), dinv.data(), K, u.data());
-    load_vec<T, W>(a.grad_var, nullptr, b0, nl, K, gv.data());
+    io.load(a.grad_var, nullptr, K, gv.data());
     bool any_gv = false;
     for (int i = 0; i < K && !any_gv; ++i)
       for (int l = 0; l < nl; ++l) any_gv |= gv[i][l] != T(0);
@@ -257,15 +272,11 @@ MIMO_FAST_INLINE void backward_range(const EpArgs<T>& a, int64_t b_begin, int64_
         }
       }
     }
-    // g_A entries (i, j <= i); T = S diag(g_var) S four j at a time (shared loads of S_i. g_var).
-    auto emit = [&](int i, int j, V t) {
-      const V g = -(T(0.5) * (u[i] * m[j] + m[i] * u[j]) + t);
+    // g_A entries (i, j <= i) into the packed lower GA; T = S diag(g_var) S four j at a
+    // time (shared loads of S_i. g_var).
+    auto emit = [&](int i, int j, V t) __attribute__((always_inline)) {
+      GA[tri(i) + j] = -(T(0.5) * (u[i] * m[j] + m[i] * u[j]) + t);
       if (i == j) glam[i] += t;
-      for (int l = 0; l < nl; ++l) {
-        T* G = a.g_gram + (b0 + l) * K * K;
-        G[i * K + j] = g[l];
-        G[j * K + i] = g[l];
-      }
     };
     for (int i = 0; i < K; ++i) {
       if (!any_gv) {
@@ -298,9 +309,14 @@ MIMO_FAST_INLINE void backward_range(const EpArgs<T>& a, int64_t b_begin, int64_
         emit(i, j, t);
       }
     }
-    store_vec<T, W>(u.data(), b0, nl, K, a.g_rhs);
-    store_vec<T, W>(u.data(), b0, nl, K, a.g_gam);
-    store_vec<T, W>(glam.data(), b0, nl, K, a.g_lam, T(-1));
+    for (int i = 0; i < K; ++i) {  // g_gram row i = row i of the symmetric g_A
+      for (int j = 0; j <= i; ++j) grow[j] = GA[tri(i) + j];
+      for (int j = i + 1; j < K; ++j) grow[j] = GA[tri(j) + i];
+      io.store(grow.data(), K, a.g_gram, T(1), K, i);
+    }
+    io.store(u.data(), K, a.g_rhs);
+    io.store(u.data(), K, a.g_gam);
+    io.store(glam.data(), K, a.g_lam, T(-1));
     nan_failed<T, W>(info, b0, nl, static_cast<int64_t>(K) * K, a.g_gram);
     nan_failed<T, W>(info, b0, nl, K, a.g_rhs);
     nan_failed<T, W>(info, b0, nl, K, a.g_lam);
@@ -309,6 +325,10 @@ MIMO_FAST_INLINE void backward_range(const EpArgs<T>& a, int64_t b_begin, int64_
 }
 
 // ISA wrappers: the always_inline bodies above are compiled once per target here.
+MIMO_FAST_AVX512 void fwd_avx512_f32(const EpArgs<float>& a, int64_t b, int64_t e) { forward_range<float, 16>(a, b, e); }
+MIMO_FAST_AVX512 void fwd_avx512_f64(const EpArgs<double>& a, int64_t b, int64_t e) { forward_range<double, 8>(a, b, e); }
+MIMO_FAST_AVX512 void bwd_avx512_f32(const EpArgs<float>& a, int64_t b, int64_t e) { backward_range<float, 16>(a, b, e); }
+MIMO_FAST_AVX512 void bwd_avx512_f64(const EpArgs<double>& a, int64_t b, int64_t e) { backward_range<double, 8>(a, b, e); }
 MIMO_FAST_AVX2 void fwd_avx2_f32(const EpArgs<float>& a, int64_t b, int64_t e) { forward_range<float, 8>(a, b, e); }
 MIMO_FAST_AVX2 void fwd_avx2_f64(const EpArgs<double>& a, int64_t b, int64_t e) { forward_range<double, 4>(a, b, e); }
 MIMO_FAST_AVX2 void bwd_avx2_f32(const EpArgs<float>& a, int64_t b, int64_t e) { backward_range<float, 8>(a, b, e); }
@@ -320,9 +340,9 @@ void bwd_sse_f64(const EpArgs<double>& a, int64_t b, int64_t e) { backward_range
 
 template <typename T>
 void run(void (*fn)(const EpArgs<T>&, int64_t, int64_t), const EpArgs<T>& a, int nthreads) {
-  // Chunks of whole groups of 8 matrices (the widest lane group); below ~2M B*K^3
+  // Chunks of whole groups of 16 matrices (the widest lane group); below ~2M B*K^3
   // (~0.1 ms on one core) one thread is faster.
-  parallel_batches(a.B, 8, static_cast<double>(a.B) * a.K * a.K * a.K, 1 << 21, nthreads,
+  parallel_batches(a.B, 16, static_cast<double>(a.B) * a.K * a.K * a.K, 1 << 21, nthreads,
                    [&](int64_t b, int64_t e) { fn(a, b, e); });
 }
 
@@ -362,7 +382,7 @@ void ep_forward(const py::bytes& block) {
   a.expect_numel({fwd::rhs, fwd::lam, fwd::gam, fwd::mean, fwd::var}, B * K);
   a.expect_numel(fwd::info, B);
   const int nthreads = static_cast<int>(a.i(sc::nthreads));
-  const bool avx2 = cpu_has_avx2_fma() && !force_portable();
+  const LaneIsa isa = lane_isa();
   auto go = [&](auto zero) {
     using T = decltype(zero);
     EpArgs<T> x = system_args<T>(a, fwd::gram, B, K);
@@ -370,8 +390,8 @@ void ep_forward(const py::bytes& block) {
     x.var = a.out<T>(fwd::var);
     x.info = a.out<int32_t>(fwd::info);
     py::gil_scoped_release release;
-    if constexpr (sizeof(T) == 4) run<T>(avx2 ? fwd_avx2_f32 : fwd_sse_f32, x, nthreads);
-    else run<T>(avx2 ? fwd_avx2_f64 : fwd_sse_f64, x, nthreads);
+    if constexpr (sizeof(T) == 4) run<T>(isa == LaneIsa::avx512 ? fwd_avx512_f32 : isa == LaneIsa::avx2 ? fwd_avx2_f32 : fwd_sse_f32, x, nthreads);
+    else run<T>(isa == LaneIsa::avx512 ? fwd_avx512_f64 : isa == LaneIsa::avx2 ? fwd_avx2_f64 : fwd_sse_f64, x, nthreads);
   };
   if (a.dtype(fwd::gram) == DType::f32) go(float(0));
   else go(double(0));
@@ -385,7 +405,7 @@ void ep_backward(const py::bytes& block) {
   a.expect_numel({bwd::grad_mean, bwd::grad_var, bwd::rhs, bwd::lam, bwd::gam, bwd::g_rhs, bwd::g_lam, bwd::g_gam},
                  B * K);
   const int nthreads = static_cast<int>(a.i(sc::nthreads));
-  const bool avx2 = cpu_has_avx2_fma() && !force_portable();
+  const LaneIsa isa = lane_isa();
   auto go = [&](auto zero) {
     using T = decltype(zero);
     EpArgs<T> x = system_args<T>(a, bwd::gram, B, K);
@@ -396,8 +416,8 @@ void ep_backward(const py::bytes& block) {
     x.g_lam = a.out<T>(bwd::g_lam);
     x.g_gam = a.out<T>(bwd::g_gam);
     py::gil_scoped_release release;
-    if constexpr (sizeof(T) == 4) run<T>(avx2 ? bwd_avx2_f32 : bwd_sse_f32, x, nthreads);
-    else run<T>(avx2 ? bwd_avx2_f64 : bwd_sse_f64, x, nthreads);
+    if constexpr (sizeof(T) == 4) run<T>(isa == LaneIsa::avx512 ? bwd_avx512_f32 : isa == LaneIsa::avx2 ? bwd_avx2_f32 : bwd_sse_f32, x, nthreads);
+    else run<T>(isa == LaneIsa::avx512 ? bwd_avx512_f64 : isa == LaneIsa::avx2 ? bwd_avx2_f64 : bwd_sse_f64, x, nthreads);
   };
   if (a.dtype(bwd::gram) == DType::f32) go(float(0));
   else go(double(0));

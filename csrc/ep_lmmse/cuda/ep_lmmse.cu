@@ -23,8 +23,10 @@
 #include <vector>
 
 #include "common/args.h"
+#include "common/cuda/batch_chunks.h"
 #include "common/cuda/block_emulator.h"
 #include "common/cuda/cuda_utils.cuh"
+#include "common/cuda/op_bindings.h"
 #include "ep_lmmse/cuda/ep_lmmse_group.cuh"
 
 namespace py = pybind11;
@@ -39,7 +41,6 @@ __global__ void __launch_bounds__(256) ep_lmmse_kernel(Args<T> a) {
   block_body<T, kWarpPath, kBackward>(DeviceBlock(), a, blockIdx.x, smem);
 }
 
-constexpr int64_t kDefaultSmem = 48 * 1024;  // dynamic shared memory without the opt-in
 constexpr int kMaxWarpsPerBlock = 8;
 constexpr int kWarpPathMaxK = 32;
 
@@ -106,27 +107,14 @@ Config make_config(int64_t B, int64_t K, int dtype, int64_t smem_optin, bool bac
   return c;
 }
 
-template <typename P>
-P* offset(P* p, int64_t n) { return p ? p + n : nullptr; }
-
 // Matrices [b0, b0 + n) of `a`, as a launch of its own.
 template <typename T>
 Args<T> slice(const Args<T>& a, int64_t b0, int64_t n) {
   const int64_t K = a.K, v = b0 * K, m = v * K;
   Args<T> s = a;
-  s.gram = offset(a.gram, m);
-  s.rhs = offset(a.rhs, v);
-  s.lam = offset(a.lam, v);
-  s.gam = offset(a.gam, v);
-  s.grad_mean = offset(a.grad_mean, v);
-  s.grad_var = offset(a.grad_var, v);
-  s.mean = offset(a.mean, v);
-  s.var = offset(a.var, v);
-  s.info = offset(a.info, b0);
-  s.g_gram = offset(a.g_gram, m);
-  s.g_rhs = offset(a.g_rhs, v);
-  s.g_lam = offset(a.g_lam, v);
-  s.g_gam = offset(a.g_gam, v);
+  advance_each(m, s.gram, s.g_gram);
+  advance_each(v, s.rhs, s.lam, s.gam, s.grad_mean, s.grad_var, s.mean, s.var, s.g_rhs, s.g_lam, s.g_gam);
+  advance_each(b0, s.info);
   s.B = n;
   return s;
 }
@@ -237,13 +225,7 @@ py::dict config_dict(int64_t B, int64_t K, int dtype, int64_t smem_optin, bool b
   d["threads"] = c.threads;
   d["matrices_per_block"] = c.per_block;
   d["smem_per_matrix"] = c.smem_per_matrix;
-  d["smem_bytes"] = c.smem_bytes;
-  d["smem_optin_needed"] = c.smem_bytes > kDefaultSmem;
-  d["chunk"] = c.chunk;
-  d["launches"] = c.launches;
-  d["blocks"] = c.blocks;
-  d["fits"] = c.fits;
-  d["reason"] = c.reason;
+  add_launch_fields(d, c);  // smem_bytes, smem_optin_needed, chunk, launches, blocks, fits, reason
   return d;
 }
 
@@ -258,13 +240,13 @@ void bind_ep_lmmse_cuda(py::module_& m) {
         "Launch configuration of the cuda ep_lmmse kernels (no GPU needed): path ('warp' for "
         "K <= 32, else 'block'), threads, matrices_per_block, smem_per_matrix, smem_bytes, "
         "smem_optin_needed, chunk (matrices per launch), launches, blocks, fits, reason.");
-  m.def("ep_lmmse_forward", [](const py::bytes& block) { ep_entry(block, false); }, py::arg("block"),
-        "ep_lmmse forward; block (mimo_fast.ops.native): gram, rhs, lam, gam -> mean, var, info (int32); "
-        "scalars B, K, stream, smem_optin, path, threads, max_blocks, emulate (0/1: the host emulator on "
-        "host pointers, forward/reverse thread order).");
-  m.def("ep_lmmse_backward", [](const py::bytes& block) { ep_entry(block, true); }, py::arg("block"),
-        "ep_lmmse backward; block: grad_mean, grad_var, gram, rhs, lam, gam -> g_gram, g_rhs, g_lam, g_gam; "
-        "same scalars as ep_lmmse_forward.");
+  cuda::bind_forward_backward(
+      m, "ep_lmmse", &ep_entry,
+      "ep_lmmse forward; block (mimo_fast.ops.native): gram, rhs, lam, gam -> mean, var, info (int32); "
+      "scalars B, K, stream, smem_optin, path, threads, max_blocks, emulate (0/1: the host emulator on "
+      "host pointers, forward/reverse thread order).",
+      "ep_lmmse backward; block: grad_mean, grad_var, gram, rhs, lam, gam -> g_gram, g_rhs, g_lam, g_gam; "
+      "same scalars as ep_lmmse_forward.");
 }
 
 }  // namespace mimo_fast

@@ -116,23 +116,14 @@ constexpr int kMR1 = 12, kMR2 = 6, kNV2 = 2, kMRw = 4, kNVw = 3;
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define MIMO_FAST_MPNN_AVX2 1
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-#endif
+MIMO_FAST_TARGET_BEGIN(MIMO_FAST_ISA_AVX2)
 namespace avx2 {
 constexpr int kBytes = 32;
 // 16 ymm registers: 12 accumulators + 2 (or 1) weight vectors + 1 broadcast.
 constexpr int kMR1 = 12, kMR2 = 6, kNV2 = 2, kMRw = 4, kNVw = 3;
 #include "mpnn_message_sum/cpu/mpnn_message_sum_kernel.h"
 }  // namespace avx2
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+MIMO_FAST_TARGET_END
 #else
 #define MIMO_FAST_MPNN_AVX2 0
 #endif
@@ -146,12 +137,7 @@ constexpr int kMR1 = 12, kMR2 = 6, kNV2 = 2, kMRw = 4, kNVw = 3;
 // and this code only runs after cpu_has_avx512_core() said yes.
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define MIMO_FAST_MPNN_AVX512 1
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,fma"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,fma")
-#endif
+MIMO_FAST_TARGET_BEGIN(MIMO_FAST_ISA_AVX512)
 namespace avx512 {
 constexpr int kBytes = 64;
 // 32 zmm registers. Pair x H2 tiles: kMR1 x 1 vector = 24 accumulators + 1 weight vector
@@ -169,11 +155,7 @@ constexpr int kBytes = 64;
 constexpr int kMR1 = 24, kMR2 = 6, kNV2 = 4, kMRw = 8, kNVw = 2;
 #include "mpnn_message_sum/cpu/mpnn_message_sum_kernel.h"
 }  // namespace avx512
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+MIMO_FAST_TARGET_END
 #else
 #define MIMO_FAST_MPNN_AVX512 0
 #endif
@@ -182,17 +164,8 @@ namespace {
 
 enum Isa : int { kAuto = 0, kPortable = 1, kAvx2 = 2, kAvx512 = 3 };
 
-// MIMO_FAST_CPU_DISABLE="avx512[,avx2]" makes this op treat the CPU as lacking those
-// ISAs (as on an older CPU): lets the tests check auto's fallback and the error for a
-// forced, unavailable ISA on any machine. Read per call (a getenv, no cost that matters).
-bool disabled(const char* name) {
-  const char* env = std::getenv("MIMO_FAST_CPU_DISABLE");
-  if (!env) return false;
-  const std::string list = std::string(",") + env + ",", key = std::string(",") + name + ",";
-  return list.find(key) != std::string::npos;
-}
-bool have_avx2() { return MIMO_FAST_MPNN_AVX2 && cpu_has_avx2_fma() && !disabled("avx2"); }
-bool have_avx512() { return MIMO_FAST_MPNN_AVX512 && cpu_has_avx512_core() && !disabled("avx512"); }
+bool have_avx2() { return MIMO_FAST_MPNN_AVX2 && cpu_has_avx2_fma() && !cpu_isa_disabled("avx2"); }
+bool have_avx512() { return MIMO_FAST_MPNN_AVX512 && cpu_has_avx512_core() && !cpu_isa_disabled("avx512"); }
 
 // auto = the best this CPU runs; a forced ISA the CPU (or build) lacks is an error, not a
 // silent fallback, so a test that forces it never passes on the wrong code.
