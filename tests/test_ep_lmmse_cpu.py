@@ -160,3 +160,32 @@ def test_single_matrix_path(dtype):
 def test_opcheck():
     ins = [t.requires_grad_() for t in make(5, 4, torch.float64, seed=12)]
     torch.library.opcheck(torch.ops.mimo_fast.ep_lmmse.default, (*ins, "cpu", True))
+
+
+@pytest.mark.parametrize("B,K", [(19, 6), (3, 40)], ids=["lanes", "one-at-a-time"])
+@pytest.mark.parametrize("name,value", [("gram", float("nan")), ("gram", float("inf")), ("rhs", float("-inf")),
+                                        ("gam", float("nan")), ("lam", float("nan")), ("lam", 0.0), ("lam", -1.0)])
+def test_value_errors_from_the_kernel_screen(name, value, B, K):
+    """The cpu kernel screens its inputs as it reads them and the op then names the bad
+    argument and index, as the separate scan did: every argument, NaN, inf and lam <= 0,
+    in a lane group and on the one-matrix path."""
+    ins = dict(zip(("gram", "rhs", "lam", "gam"), make(B, K, torch.float32, seed=B)))
+    flat = ins[name].view(-1)
+    flat[flat.numel() - 2] = value                    # in the last matrix: a part-idle group
+    match = "non-finite" if value != value or abs(value) == float("inf") else "lam"
+    with pytest.raises(ValueError, match=f"ep_lmmse: .*{match}") as exc:
+        ep_lmmse(*ins.values(), backend="cpu")
+    assert name in str(exc.value)
+
+
+def test_screen_overflow_is_not_an_error():
+    """Finite inputs whose sum overflows flag the screen; the full scan then finds nothing
+    and the call goes on (no false error)."""
+    gram, rhs, lam, gam = make(5, 8, torch.float32, seed=2)
+    gram = gram + 5e37 * torch.eye(8)                 # the diagonal alone sums to 4e38: inf
+    lam = lam * 1e37
+    from mimo_fast.ops.cpu import ep_lmmse as cpu_ep_lmmse
+    assert cpu_ep_lmmse.forward(gram, rhs, lam, gam, screen=True)[3].all()   # flagged
+    mean, var = ep_lmmse(gram, rhs, lam, gam, backend="cpu")
+    want = ep_lmmse(gram.double(), rhs.double(), lam.double(), gam.double(), backend="reference")
+    torch.testing.assert_close(mean.double(), want[0], rtol=1e-3, atol=0)

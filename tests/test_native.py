@@ -19,14 +19,15 @@ MODULES = [pytest.param("C", marks=needs_c),
 SIG = native.Signature("demo", "x y:complex ~v mask:bool? >out >info:int32", "B eps:f")
 
 
-def _ep_args(B=4, K=3, dtype=torch.float32):
+def _ep_args(B=4, K=3, dtype=torch.float32, screen=True):
+    """The cpu forward's arguments (``screen``: its optional screen output, None here)."""
     g = torch.Generator().manual_seed(0)
     A = torch.randn(B, K, 2 * K, generator=g, dtype=dtype)
     gram = A @ A.transpose(1, 2) / K
     rhs, lam, gam = (torch.randn(B, K, generator=g, dtype=dtype) for _ in range(3))
     mean, var = torch.empty(B, K, dtype=dtype), torch.empty(B, K, dtype=dtype)
     info = torch.empty(B, dtype=torch.int32)
-    return [gram, rhs, lam.abs() + 0.5, gam, mean, var, info, B, K, 1]
+    return [gram, rhs, lam.abs() + 0.5, gam, mean, var, info] + [None] * screen + [B, K, 1]
 
 
 def _demo(**over):
@@ -73,7 +74,7 @@ def test_python_refuses_naming_the_argument(over, err, match):
 def test_python_refuses_a_wrong_count_and_names_the_layout():
     with pytest.raises(TypeError, match=r"demo: expected 6 tensors \(x y v mask out info\) and 2 scalars"):
         SIG.pack(*_demo()[:-1])
-    with pytest.raises(TypeError, match=r"ep_lmmse_forward: expected 7 tensors"):
+    with pytest.raises(TypeError, match=r"ep_lmmse_forward: expected 8 tensors"):
         cpu_ep.FORWARD.call(lambda b: None, *_ep_args()[:-2])
 
 
@@ -147,16 +148,16 @@ def test_cpp_reads_a_good_block():
 
 @needs_c
 @pytest.mark.parametrize("tensors,scalars,match", [
-    ("gram rhs lam gam >mean >var >inf:int32", "B K nthreads", "built for another layout"),   # a renamed argument
-    ("rhs gram lam gam >mean >var >info:int32", "B K nthreads", "built for another layout"),  # another order
-    ("gram rhs lam gam >mean >var >info:int32", "B K", "the block has 2 scalars"),
-    ("gram rhs lam gam >mean >var", "B K nthreads", "the block has 6 tensors"),
+    ("gram rhs lam gam >mean >var >inf:int32 >screen:uint8?", "B K nthreads", "built for another layout"),  # renamed
+    ("rhs gram lam gam >mean >var >info:int32 >screen:uint8?", "B K nthreads", "built for another layout"),  # order
+    ("gram rhs lam gam >mean >var >info:int32 >screen:uint8?", "B K", "the block has 2 scalars"),
+    ("gram rhs lam gam >mean >var >info:int32", "B K nthreads", "the block has 7 tensors"),
 ])
 def test_cpp_refuses_a_block_of_another_layout(tensors, scalars, match):
     sig = native.Signature("ep_lmmse_forward", tensors, scalars)
     args = _ep_args()
-    if len(tensors.split()) == 6:
-        del args[6]
+    if len(tensors.split()) == 7:
+        del args[7]
     if len(scalars.split()) == 2:
         del args[-1]
     with pytest.raises(ValueError, match=f"^ep_lmmse_forward: .*{match}"):
@@ -169,7 +170,7 @@ def test_cpp_refuses_a_block_of_another_version_or_length(module):
     sig = cpu_ep.FORWARD if module == "C" else native.Signature(
         "ep_lmmse_forward", "gram rhs lam gam >mean >var >info:int32",
         "B K stream smem_optin path threads max_blocks emulate", device="cuda")
-    args = _ep_args() if module == "C" else _ep_args()[:-1] + [0, 232448, 0, 0, 0, 0]
+    args = _ep_args() if module == "C" else _ep_args(screen=False)[:-1] + [0, 232448, 0, 0, 0, 0]
     block, _ = sig.pack(*args, device="cpu")
     newer = struct.pack("<q", native.MAGIC + 1) + block[8:]
     with pytest.raises(ValueError, match="layout version 2, this module reads version 1"):
@@ -185,11 +186,11 @@ def test_cpp_refuses_a_block_of_another_version_or_length(module):
 @needs_c
 def test_cpp_checks_element_counts_and_dtypes_against_its_sizes():
     args = _ep_args(B=4)
-    args[7] = 8                                           # B says 8 matrices, the buffers hold 4
+    args[-3] = 8                                          # B says 8 matrices, the buffers hold 4
     with pytest.raises(ValueError, match="ep_lmmse_forward: gram has 36 elements, the kernel's sizes need 72"):
         _call_cpu(cpu_ep.FORWARD, args)
     # same names (same layout hash), another dtype for info: the C++ accessor refuses it by name
-    sig = native.Signature("ep_lmmse_forward", "gram rhs lam gam >mean >var >info", "B K nthreads")
+    sig = native.Signature("ep_lmmse_forward", "gram rhs lam gam >mean >var >info >screen:uint8?", "B K nthreads")
     args = _ep_args()
     args[6] = torch.empty(4)
     with pytest.raises(ValueError, match="ep_lmmse_forward: info has dtype float32, the kernel reads int32"):

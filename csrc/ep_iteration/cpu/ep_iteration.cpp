@@ -56,7 +56,7 @@ template <typename T, int W, typename V = typename Lanes<T, W>::type>
 MIMO_FAST_INLINE void cavity_range(const CavityArgs<T>& a, int64_t b_begin, int64_t b_end) {
   const int K = a.K, L = a.L;
   const bool upd = a.updates > 0;
-  LaneBuf<V> G(upd ? tri(K) : 0), A(tri(K)), dinv(K), col(4 * static_cast<size_t>(K));
+  LaneBuf<V> G(upd ? tri(K) : 0), A(tri(K)), dinv(K), col(ep::kInverseScratch * static_cast<size_t>(K));
   LaneBuf<V> lam(K), gam(K), rhs(K), m(K), S(K), x(K), v(K);
   LaneBuf<V> lev(upd ? static_cast<size_t>(K) * L : 0), lp(upd ? static_cast<size_t>(K) * L : 0), z(upd ? L : 0);
   for (int64_t i = 0; upd && i < static_cast<int64_t>(K) * L; ++i) {

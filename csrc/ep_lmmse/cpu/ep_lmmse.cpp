@@ -58,6 +58,7 @@ struct EpArgs {
   const T *gram, *rhs, *lam, *gam, *grad_mean, *grad_var;
   T *mean, *var, *g_gram, *g_rhs, *g_lam, *g_gam;
   int32_t* info;
+  uint8_t* screen;  // optional (forward): 1 where the inputs may hold a NaN/inf or a lam <= 0
   int64_t B;
   int K;
 };
@@ -73,19 +74,38 @@ struct GroupIO {
   int nl = 0;
   std::vector<T> zeros, ones, sink;
   LaneBuf<V> row, tmp;
+  // Input screen (when asked): the sum of every value read is finite unless one of them
+  // is NaN/inf (or the finite sum overflowed: the caller's full scan then finds nothing),
+  // and the smallest lam must be > 0. One add per loaded vector.
+  bool screening = false;
+  V sum{}, lam_min{};
 
   explicit GroupIO(int k)
       : K(k), zeros(static_cast<size_t>(k) * k), ones(k, T(1)), sink(static_cast<size_t>(k) * k), row(k), tmp(k) {}
-  void at(int64_t b, int n) { b0 = b; nl = n; }
+  void at(int64_t b, int n) {
+    b0 = b;
+    nl = n;
+    sum = V{};
+  }
+  MIMO_FAST_INLINE void add_to_screen(const V* v, int n) {
+    if (screening)
+      for (int i = 0; i < n; ++i) sum += v[i];
+  }
+  // screen[b] for this group's matrices (see `screening`).
+  MIMO_FAST_INLINE void write_screen(uint8_t* screen) const {
+    for (int l = 0; l < nl; ++l) screen[b0 + l] = !(sum[l] - sum[l] == T(0)) || !(lam_min[l] > T(0));
+  }
 
   // out[i] = p[b, i] (+ q[b, i]) for each lane's batch row b; p: (B, n) rows, idle lanes read `idle`.
   MIMO_FAST_INLINE void load(const T* p, const T* q, int n, V* out, const T* idle = nullptr) {
     const T* src[W];
     for (int l = 0; l < W; ++l) src[l] = l < nl ? p + (b0 + l) * n : (idle ? idle : zeros.data());
     rows_to_lanes<T, W>(src, n, out);
+    add_to_screen(out, n);
     if (!q) return;
     for (int l = 0; l < nl; ++l) src[l] = q + (b0 + l) * n;
     rows_to_lanes<T, W>(src, n, tmp.data());
+    add_to_screen(tmp.data(), n);
     for (int i = 0; i < n; ++i) out[i] += tmp[i];
   }
   // p[b, i] = sign * v[i] for each lane's batch row b (row `off` of a (B, rows, n) tensor).
@@ -103,13 +123,18 @@ struct GroupIO {
     for (int i = 0; i < K; ++i) {
       for (int l = 0; l < W; ++l) src[l] = l < nl ? gram + ((b0 + l) * K + i) * K : zeros.data();
       rows_to_lanes<T, W>(src, K, row.data());
+      add_to_screen(row.data(), K);
       V* Li = L + tri(i);
       for (int j = 0; j < i; ++j) Li[j] = T(0.5) * (Li[j] + row[j]);
       Li[i] = row[i];
       for (int j = i + 1; j < K; ++j) L[tri(j) + i] = row[j];
     }
     load(lam, nullptr, K, row.data(), ones.data());
-    for (int i = 0; i < K; ++i) L[tri(i) + i] += row[i];
+    lam_min = row[0];
+    for (int i = 0; i < K; ++i) {
+      L[tri(i) + i] += row[i];
+      lam_min = row[i] < lam_min ? row[i] : lam_min;
+    }
   }
 };
 
@@ -132,6 +157,15 @@ MIMO_FAST_INLINE void forward_single(const EpArgs<T>& a, int64_t b, T* U, T* Z) 
   solve_single<T, W>(U, K, m);
   inverse_single(U, K, Z, var);
   a.info[b] = info;
+  if (a.screen) {
+    T sum = 0, lam_min = a.lam[b * K];
+    for (int64_t i = 0; i < int64_t(K) * K; ++i) sum += a.gram[b * K * K + i];
+    for (int i = 0; i < K; ++i) {
+      sum += a.rhs[b * K + i] + a.gam[b * K + i] + a.lam[b * K + i];
+      lam_min = std::min(lam_min, a.lam[b * K + i]);
+    }
+    a.screen[b] = !(sum - sum == T(0)) || !(lam_min > T(0));
+  }
   if (info) {
     std::fill(m, m + K, std::numeric_limits<T>::quiet_NaN());
     std::fill(var, var + K, std::numeric_limits<T>::quiet_NaN());
@@ -184,8 +218,9 @@ MIMO_FAST_INLINE void backward_single(const EpArgs<T>& a, int64_t b, T* buf) {
 template <typename T, int W, typename V = typename Lanes<T, W>::type>
 MIMO_FAST_INLINE void forward_range(const EpArgs<T>& a, int64_t b_begin, int64_t b_end) {
   const int K = a.K;
-  LaneBuf<V> L(tri(K)), dinv(K), x(K), col(4 * static_cast<size_t>(K)), var(K);
+  LaneBuf<V> L(tri(K)), dinv(K), x(K), col(ep::kInverseScratch * static_cast<size_t>(K)), var(K);
   GroupIO<T, W> io(K);
+  io.screening = a.screen != nullptr;
   std::vector<T> U, Z;
   for (int64_t b0 = b_begin; b0 < b_end; b0 += W) {
     const int nl = static_cast<int>(std::min<int64_t>(W, b_end - b0));
@@ -204,6 +239,7 @@ MIMO_FAST_INLINE void forward_range(const EpArgs<T>& a, int64_t b_begin, int64_t
     inverse_columns<T, W, false>(L.data(), dinv.data(), K, col.data(), var.data());
     io.store(x.data(), K, a.mean);
     io.store(var.data(), K, a.var);
+    if (a.screen) io.write_screen(a.screen);
     for (int l = 0; l < nl; ++l) a.info[b0 + l] = info[l];
     nan_failed<T, W>(info, b0, nl, K, a.mean);
     nan_failed<T, W>(info, b0, nl, K, a.var);
@@ -347,10 +383,10 @@ void run(void (*fn)(const EpArgs<T>&, int64_t, int64_t), const EpArgs<T>& a, int
 }
 
 // Block layouts (mimo_fast/ops/cpu/ep_lmmse.py builds them): slots by name below.
-constexpr Layout kForward{"ep_lmmse_forward", "gram rhs lam gam mean var info", "B K nthreads"};
+constexpr Layout kForward{"ep_lmmse_forward", "gram rhs lam gam mean var info screen", "B K nthreads"};
 constexpr Layout kBackward{"ep_lmmse_backward", "grad_mean grad_var gram rhs lam gam g_gram g_rhs g_lam g_gam",
                            "B K nthreads"};
-namespace fwd { enum : int { gram, rhs, lam, gam, mean, var, info, kTensors }; }
+namespace fwd { enum : int { gram, rhs, lam, gam, mean, var, info, screen, kTensors }; }
 namespace bwd { enum : int { grad_mean, grad_var, gram, rhs, lam, gam, g_gram, g_rhs, g_lam, g_gam, kTensors }; }
 namespace sc { enum : int { B, K, nthreads }; }
 static_assert(kForward.tensor_count() == fwd::kTensors && kBackward.tensor_count() == bwd::kTensors, "layouts");
@@ -389,6 +425,8 @@ void ep_forward(const py::bytes& block) {
     x.mean = a.out<T>(fwd::mean);
     x.var = a.out<T>(fwd::var);
     x.info = a.out<int32_t>(fwd::info);
+    x.screen = a.out_opt<uint8_t>(fwd::screen);
+    if (x.screen) a.expect_numel(fwd::screen, B);
     py::gil_scoped_release release;
     if constexpr (sizeof(T) == 4) run<T>(isa == LaneIsa::avx512 ? fwd_avx512_f32 : isa == LaneIsa::avx2 ? fwd_avx2_f32 : fwd_sse_f32, x, nthreads);
     else run<T>(isa == LaneIsa::avx512 ? fwd_avx512_f64 : isa == LaneIsa::avx2 ? fwd_avx2_f64 : fwd_sse_f64, x, nthreads);

@@ -15,58 +15,111 @@ MIMO_FAST_INLINE int64_t tri(int64_t i) { return i * (i + 1) / 2; }
 // Column c of the packed lower L^{-1} (rows c..K-1), biased so that col[i] is row i.
 MIMO_FAST_INLINE int64_t colq(int64_t c, int64_t K) { return c * K - c * (c - 1) / 2 - c; }
 
+// Columns j..j+NB-1 of row i of the left-looking Cholesky (j + NB <= i): the dot products
+// over k < j share each load of L_ik among NB independent FMA chains (NB + 1 loads per NB
+// FMAs), then the NB x NB triangle inside the block is finished in order. Summation order
+// is the plain one (k ascending) whatever NB.
+template <typename T, int W, int NB, typename V = typename Lanes<T, W>::type>
+MIMO_FAST_INLINE void cholesky_row_block(V* L, const V* dinv, V* Li, int j) {
+  const V* Lq[NB];
+  V s[NB];
+#pragma GCC unroll 8
+  for (int q = 0; q < NB; ++q) {
+    Lq[q] = L + tri(j + q);
+    s[q] = Li[j + q];
+  }
+  for (int k = 0; k < j; ++k) {
+    const V a = Li[k];
+#pragma GCC unroll 8
+    for (int q = 0; q < NB; ++q) s[q] -= a * Lq[q][k];
+  }
+#pragma GCC unroll 8
+  for (int q = 0; q < NB; ++q) {
+#pragma GCC unroll 8
+    for (int r = 0; r < q; ++r) s[q] -= s[r] * Lq[q][j + r];
+    s[q] = s[q] * dinv[j + q];
+    Li[j + q] = s[q];
+  }
+}
+
+// cholesky_row_block for rows i and i + 1 at once (j + NB <= i): each loaded L_jk now feeds
+// two FMAs, so the L2-resident factor (K 64: tri(K) lane vectors, 133 KB at 16 floats) is
+// streamed about half as often.
+template <typename T, int W, int NB, typename V = typename Lanes<T, W>::type>
+MIMO_FAST_INLINE void cholesky_rows2_block(V* L, const V* dinv, V* Li, V* Li1, int j) {
+  const V* Lq[NB];
+  V s[NB], t[NB];
+#pragma GCC unroll 8
+  for (int q = 0; q < NB; ++q) {
+    Lq[q] = L + tri(j + q);
+    s[q] = Li[j + q];
+    t[q] = Li1[j + q];
+  }
+  for (int k = 0; k < j; ++k) {
+    const V a = Li[k], b = Li1[k];
+#pragma GCC unroll 8
+    for (int q = 0; q < NB; ++q) {
+      const V c = Lq[q][k];
+      s[q] -= a * c;
+      t[q] -= b * c;
+    }
+  }
+#pragma GCC unroll 8
+  for (int q = 0; q < NB; ++q) {
+#pragma GCC unroll 8
+    for (int r = 0; r < q; ++r) {
+      s[q] -= s[r] * Lq[q][j + r];
+      t[q] -= t[r] * Lq[q][j + r];
+    }
+    s[q] = s[q] * dinv[j + q];
+    t[q] = t[q] * dinv[j + q];
+    Li[j + q] = s[q];
+    Li1[j + q] = t[q];
+  }
+}
+
+// Row i of the factor from column j on (columns < j done): eight columns at a time, then
+// four, then one, then the pivot.
+template <typename T, int W, typename V = typename Lanes<T, W>::type>
+MIMO_FAST_INLINE void cholesky_finish_row(V* L, V* dinv, int i, int j, int32_t* info) {
+  V* Li = L + tri(i);
+  for (; j + 8 <= i; j += 8) cholesky_row_block<T, W, 8>(L, dinv, Li, j);
+  for (; j + 4 <= i; j += 4) cholesky_row_block<T, W, 4>(L, dinv, Li, j);
+  for (; j < i; ++j) {
+    const V* Lj = L + tri(j);
+    V s = Li[j];
+    for (int k = 0; k < j; ++k) s -= Li[k] * Lj[k];
+    Li[j] = s * dinv[j];
+  }
+  V d = Li[i];
+  for (int k = 0; k < i; ++k) d -= Li[k] * Li[k];
+  for (int l = 0; l < W; ++l) {
+    T dl = d[l];
+    if (!(dl > T(0))) {
+      if (info[l] == 0) info[l] = i + 1;
+      dl = T(1);
+    }
+    d[l] = std::sqrt(dl);
+  }
+  Li[i] = d;
+  dinv[i] = T(1) / d;
+}
+
 // Row-oriented (left-looking) Cholesky in place on the packed lower triangle; dinv = 1/L_ii.
-// Row i is computed four columns at a time: the dot products over k < j0 share each load
-// of L_ik (5 loads per 4 FMAs instead of 8, four independent FMA chains), then the 4x4
-// triangle inside the block is finished in order. Summation order is the plain one.
+// Rows go in pairs: their columns left of the pair's diagonal block eight at a time
+// (cholesky_rows2_block: 16 independent FMA chains, each load of the factor used twice),
+// then each row is finished on its own. With one row and four chains at a time the kernel
+// streamed the factor from L2 at about one vector per FMA (B1024 K64 float, AVX-512, one
+// core: Cholesky 1.5 ms of a 4.0 ms forward). Summation order is the plain one (k
+// ascending) whatever the blocking, so results do not depend on it.
 template <typename T, int W, typename V = typename Lanes<T, W>::type>
 MIMO_FAST_INLINE void cholesky(V* L, V* dinv, int K, int32_t* info) {
-  for (int i = 0; i < K; ++i) {
-    V* Li = L + tri(i);
+  for (int i = 0; i < K; i += 2) {
     int j = 0;
-    for (; j + 4 <= i; j += 4) {
-      const V *L0 = L + tri(j), *L1 = L + tri(j + 1), *L2 = L + tri(j + 2), *L3 = L + tri(j + 3);
-      V s0 = Li[j], s1 = Li[j + 1], s2 = Li[j + 2], s3 = Li[j + 3];
-      for (int k = 0; k < j; ++k) {
-        const V a = Li[k];
-        s0 -= a * L0[k];
-        s1 -= a * L1[k];
-        s2 -= a * L2[k];
-        s3 -= a * L3[k];
-      }
-      s0 = s0 * dinv[j];
-      s1 -= s0 * L1[j];
-      s1 = s1 * dinv[j + 1];
-      s2 -= s0 * L2[j];
-      s2 -= s1 * L2[j + 1];
-      s2 = s2 * dinv[j + 2];
-      s3 -= s0 * L3[j];
-      s3 -= s1 * L3[j + 1];
-      s3 -= s2 * L3[j + 2];
-      s3 = s3 * dinv[j + 3];
-      Li[j] = s0;
-      Li[j + 1] = s1;
-      Li[j + 2] = s2;
-      Li[j + 3] = s3;
-    }
-    for (; j < i; ++j) {
-      const V* Lj = L + tri(j);
-      V s = Li[j];
-      for (int k = 0; k < j; ++k) s -= Li[k] * Lj[k];
-      Li[j] = s * dinv[j];
-    }
-    V d = Li[i];
-    for (int k = 0; k < i; ++k) d -= Li[k] * Li[k];
-    for (int l = 0; l < W; ++l) {
-      T dl = d[l];
-      if (!(dl > T(0))) {
-        if (info[l] == 0) info[l] = i + 1;
-        dl = T(1);
-      }
-      d[l] = std::sqrt(dl);
-    }
-    Li[i] = d;
-    dinv[i] = T(1) / d;
+    if (i + 1 < K)
+      for (; j + 8 <= i; j += 8) cholesky_rows2_block<T, W, 8>(L, dinv, L + tri(i), L + tri(i + 1), j);
+    cholesky_finish_row<T, W>(L, dinv, i, j, info);
+    if (i + 1 < K) cholesky_finish_row<T, W>(L, dinv, i + 1, j, info);
   }
 }
 
@@ -87,57 +140,96 @@ MIMO_FAST_INLINE void solve(const V* L, const V* dinv, int K, V* x) {
   }
 }
 
+// Columns c..c+NB-1 of X = L^{-1} by forward substitution (see inverse_columns). Below
+// the block's NB x NB diagonal triangle each load of L_ik serves NB FMA chains.
+template <typename T, int W, int NB, bool store, typename V = typename Lanes<T, W>::type>
+MIMO_FAST_INLINE void inverse_column_block(const V* L, const V* dinv, int K, V* X, V* var, int c) {
+  V* x[NB];
+  V acc[NB];
+#pragma GCC unroll 8
+  for (int q = 0; q < NB; ++q) x[q] = store ? X + colq(c + q, K) : X + static_cast<size_t>(q) * K;
+  for (int q = 0; q < NB; ++q) {  // the diagonal triangle (rows c..c+NB-1)
+    const int cq = c + q;
+    x[q][cq] = dinv[cq];
+    acc[q] = x[q][cq] * x[q][cq];
+    for (int i = cq + 1; i < c + NB; ++i) {
+      const V* Li = L + tri(i);
+      V t = V{};
+      for (int k = cq; k < i; ++k) t += Li[k] * x[q][k];
+      x[q][i] = -t * dinv[i];
+      acc[q] += x[q][i] * x[q][i];
+    }
+  }
+  int i = c + NB;
+  for (; i + 1 < K; i += 2) {  // two rows at a time: each load of x_k feeds two FMAs
+    const V *Li = L + tri(i), *Li1 = L + tri(i + 1);
+    V s[NB], u[NB];
+#pragma GCC unroll 8
+    for (int q = 0; q < NB; ++q) {  // column c+q is zero above row c+q
+      s[q] = V{};
+      u[q] = V{};
+#pragma GCC unroll 8
+      for (int k = c + q; k < c + NB - 1; ++k) {
+        s[q] += Li[k] * x[q][k];
+        u[q] += Li1[k] * x[q][k];
+      }
+    }
+    for (int k = c + NB - 1; k < i; ++k) {
+      const V a = Li[k], b = Li1[k];
+#pragma GCC unroll 8
+      for (int q = 0; q < NB; ++q) {
+        const V xv = x[q][k];
+        s[q] += a * xv;
+        u[q] += b * xv;
+      }
+    }
+    const V m = -dinv[i], m1 = -dinv[i + 1], a = Li1[i];
+#pragma GCC unroll 8
+    for (int q = 0; q < NB; ++q) {
+      x[q][i] = s[q] * m;
+      acc[q] += x[q][i] * x[q][i];
+      u[q] += a * x[q][i];
+      x[q][i + 1] = u[q] * m1;
+      acc[q] += x[q][i + 1] * x[q][i + 1];
+    }
+  }
+  for (; i < K; ++i) {
+    const V* Li = L + tri(i);
+    V s[NB];
+#pragma GCC unroll 8
+    for (int q = 0; q < NB; ++q) {  // column c+q is zero above row c+q
+      s[q] = V{};
+#pragma GCC unroll 8
+      for (int k = c + q; k < c + NB - 1; ++k) s[q] += Li[k] * x[q][k];
+    }
+    for (int k = c + NB - 1; k < i; ++k) {
+      const V a = Li[k];
+#pragma GCC unroll 8
+      for (int q = 0; q < NB; ++q) s[q] += a * x[q][k];
+    }
+    const V m = -dinv[i];
+#pragma GCC unroll 8
+    for (int q = 0; q < NB; ++q) {
+      x[q][i] = s[q] * m;
+      acc[q] += x[q][i] * x[q][i];
+    }
+  }
+  if (var)
+    for (int q = 0; q < NB; ++q) var[c + q] = acc[q];
+}
+
+// Scratch inverse_columns<store = false> needs: kInverseScratch * K lane vectors.
+constexpr int kInverseScratch = 8;
+
 // Columns of X = L^{-1} by forward substitution; var[c] = sum_i X_ic^2 = (A^{-1})_cc.
 // With store, column c is kept at X + colq(c) (biased: col[i] is row i); otherwise X is
-// scratch for four columns of K. Columns go four at a time so each load of L_ik serves
-// four FMA chains (the rows above the block's diagonal triangle are done column by column).
+// scratch for eight columns of K. Columns go eight at a time, then four, then one (eight
+// FMA chains per shared load of L_ik, as in cholesky).
 template <typename T, int W, bool store, typename V = typename Lanes<T, W>::type>
 MIMO_FAST_INLINE void inverse_columns(const V* L, const V* dinv, int K, V* X, V* var) {
   int c = 0;
-  for (; c + 4 <= K; c += 4) {
-    V* x[4];
-    V acc[4];
-    for (int q = 0; q < 4; ++q) x[q] = store ? X + colq(c + q, K) : X + static_cast<size_t>(q) * K;
-    // The 4x4 diagonal triangle (rows c..c+3).
-    for (int q = 0; q < 4; ++q) {
-      const int cq = c + q;
-      x[q][cq] = dinv[cq];
-      acc[q] = x[q][cq] * x[q][cq];
-      for (int i = cq + 1; i < c + 4; ++i) {
-        const V* Li = L + tri(i);
-        V t = V{};
-        for (int k = cq; k < i; ++k) t += Li[k] * x[q][k];
-        x[q][i] = -t * dinv[i];
-        acc[q] += x[q][i] * x[q][i];
-      }
-    }
-    V *x0 = x[0], *x1 = x[1], *x2 = x[2], *x3 = x[3];
-    for (int i = c + 4; i < K; ++i) {
-      const V* Li = L + tri(i);
-      V s0 = Li[c] * x0[c] + Li[c + 1] * x0[c + 1] + Li[c + 2] * x0[c + 2];
-      V s1 = Li[c + 1] * x1[c + 1] + Li[c + 2] * x1[c + 2];
-      V s2 = Li[c + 2] * x2[c + 2];
-      V s3 = V{};
-      for (int k = c + 3; k < i; ++k) {
-        const V a = Li[k];
-        s0 += a * x0[k];
-        s1 += a * x1[k];
-        s2 += a * x2[k];
-        s3 += a * x3[k];
-      }
-      const V m = -dinv[i];
-      x0[i] = s0 * m;
-      x1[i] = s1 * m;
-      x2[i] = s2 * m;
-      x3[i] = s3 * m;
-      acc[0] += x0[i] * x0[i];
-      acc[1] += x1[i] * x1[i];
-      acc[2] += x2[i] * x2[i];
-      acc[3] += x3[i] * x3[i];
-    }
-    if (var)
-      for (int q = 0; q < 4; ++q) var[c + q] = acc[q];
-  }
+  for (; c + 8 <= K; c += 8) inverse_column_block<T, W, 8, store>(L, dinv, K, X, var, c);
+  for (; c + 4 <= K; c += 4) inverse_column_block<T, W, 4, store>(L, dinv, K, X, var, c);
   for (; c < K; ++c) {
     V* x = store ? X + colq(c, K) : X;
     x[c] = dinv[c];

@@ -14,17 +14,25 @@ from mimo_fast.ops import native
 from mimo_fast.ops import registry
 from mimo_fast.ops.threads import num_threads
 
-FORWARD = native.Signature("ep_lmmse_forward", "gram rhs lam gam >mean >var >info:int32", "B K nthreads")
+FORWARD = native.Signature("ep_lmmse_forward", "gram rhs lam gam >mean >var >info:int32 >screen:uint8?",
+                           "B K nthreads")
 BACKWARD = native.Signature("ep_lmmse_backward", "grad_mean grad_var gram rhs lam gam >g_gram >g_rhs >g_lam >g_gam",
                             "B K nthreads")
 
 
-def forward(gram, rhs, lam, gam):
+def forward(gram, rhs, lam, gam, screen=False):
+    """``screen=True`` also returns a ``(B,)`` bool: True where the matrix's inputs may hold
+    a NaN/inf or a ``lam <= 0`` (the kernel sums what it reads; a finite sum that overflowed
+    also flags), so the op's value check is a by-product of the one read of ``gram``."""
     B, K = rhs.shape
     mean, var = rhs.new_empty(B, K), rhs.new_empty(B, K)
     info = torch.empty(B, dtype=torch.int32)
-    FORWARD.call(_ext.C.ep_lmmse_forward, gram, rhs, lam, gam, mean, var, info, B, K, num_threads())
-    return mean, var, info
+    flags = torch.empty(B, dtype=torch.uint8) if screen else None
+    FORWARD.call(_ext.C.ep_lmmse_forward, gram, rhs, lam, gam, mean, var, info, flags, B, K, num_threads())
+    return (mean, var, info, flags.bool()) if screen else (mean, var, info)
+
+
+forward.screens_values = True
 
 
 def backward(grad_mean, grad_var, gram, rhs, lam, gam):
