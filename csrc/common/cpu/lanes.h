@@ -6,6 +6,7 @@
 #pragma once
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <new>
 
@@ -44,6 +45,23 @@ inline LaneIsa lane_isa() {
   if (cpu_has_avx2_fma() && !cpu_isa_disabled("avx2")) return LaneIsa::avx2;
   return LaneIsa::portable;
 }
+
+// The entry points of one lane kernel, `body<T, W>(const Args<T>&, int64_t begin, int64_t end)`,
+// compiled per ISA (16/8/4 float lanes, 8/4/2 double), and name_for<T>(isa) to pick one.
+#define MIMO_FAST_LANE_ENTRIES(name, Args, body)                                                           \
+  MIMO_FAST_AVX512 void name##_avx512_f32(const Args<float>& a, int64_t b, int64_t e) { body<float, 16>(a, b, e); } \
+  MIMO_FAST_AVX512 void name##_avx512_f64(const Args<double>& a, int64_t b, int64_t e) { body<double, 8>(a, b, e); } \
+  MIMO_FAST_AVX2 void name##_avx2_f32(const Args<float>& a, int64_t b, int64_t e) { body<float, 8>(a, b, e); }       \
+  MIMO_FAST_AVX2 void name##_avx2_f64(const Args<double>& a, int64_t b, int64_t e) { body<double, 4>(a, b, e); }     \
+  void name##_sse_f32(const Args<float>& a, int64_t b, int64_t e) { body<float, 4>(a, b, e); }                        \
+  void name##_sse_f64(const Args<double>& a, int64_t b, int64_t e) { body<double, 2>(a, b, e); }                      \
+  template <typename T>                                                                                    \
+  auto name##_for(LaneIsa isa) {                                                                           \
+    if constexpr (sizeof(T) == 4)                                                                          \
+      return isa == LaneIsa::avx512 ? name##_avx512_f32 : isa == LaneIsa::avx2 ? name##_avx2_f32 : name##_sse_f32; \
+    else                                                                                                   \
+      return isa == LaneIsa::avx512 ? name##_avx512_f64 : isa == LaneIsa::avx2 ? name##_avx2_f64 : name##_sse_f64; \
+  }
 
 template <typename T, int W> struct Lanes;
 // 512-bit (AVX-512) lane groups

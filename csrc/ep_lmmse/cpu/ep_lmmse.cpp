@@ -361,23 +361,14 @@ MIMO_FAST_INLINE void backward_range(const EpArgs<T>& a, int64_t b_begin, int64_
 }
 
 // ISA wrappers: the always_inline bodies above are compiled once per target here.
-MIMO_FAST_AVX512 void fwd_avx512_f32(const EpArgs<float>& a, int64_t b, int64_t e) { forward_range<float, 16>(a, b, e); }
-MIMO_FAST_AVX512 void fwd_avx512_f64(const EpArgs<double>& a, int64_t b, int64_t e) { forward_range<double, 8>(a, b, e); }
-MIMO_FAST_AVX512 void bwd_avx512_f32(const EpArgs<float>& a, int64_t b, int64_t e) { backward_range<float, 16>(a, b, e); }
-MIMO_FAST_AVX512 void bwd_avx512_f64(const EpArgs<double>& a, int64_t b, int64_t e) { backward_range<double, 8>(a, b, e); }
-MIMO_FAST_AVX2 void fwd_avx2_f32(const EpArgs<float>& a, int64_t b, int64_t e) { forward_range<float, 8>(a, b, e); }
-MIMO_FAST_AVX2 void fwd_avx2_f64(const EpArgs<double>& a, int64_t b, int64_t e) { forward_range<double, 4>(a, b, e); }
-MIMO_FAST_AVX2 void bwd_avx2_f32(const EpArgs<float>& a, int64_t b, int64_t e) { backward_range<float, 8>(a, b, e); }
-MIMO_FAST_AVX2 void bwd_avx2_f64(const EpArgs<double>& a, int64_t b, int64_t e) { backward_range<double, 4>(a, b, e); }
-void fwd_sse_f32(const EpArgs<float>& a, int64_t b, int64_t e) { forward_range<float, 4>(a, b, e); }
-void fwd_sse_f64(const EpArgs<double>& a, int64_t b, int64_t e) { forward_range<double, 2>(a, b, e); }
-void bwd_sse_f32(const EpArgs<float>& a, int64_t b, int64_t e) { backward_range<float, 4>(a, b, e); }
-void bwd_sse_f64(const EpArgs<double>& a, int64_t b, int64_t e) { backward_range<double, 2>(a, b, e); }
+MIMO_FAST_LANE_ENTRIES(fwd, EpArgs, forward_range)
+MIMO_FAST_LANE_ENTRIES(bwd, EpArgs, backward_range)
 
+// Runs fn over the batch with the GIL released: chunks of whole groups of 16 matrices (the
+// widest lane group); below ~2M B*K^3 (~0.1 ms on one core) one thread is faster.
 template <typename T>
 void run(void (*fn)(const EpArgs<T>&, int64_t, int64_t), const EpArgs<T>& a, int nthreads) {
-  // Chunks of whole groups of 16 matrices (the widest lane group); below ~2M B*K^3
-  // (~0.1 ms on one core) one thread is faster.
+  py::gil_scoped_release release;
   parallel_batches(a.B, 16, static_cast<double>(a.B) * a.K * a.K * a.K, 1 << 21, nthreads,
                    [&](int64_t b, int64_t e) { fn(a, b, e); });
 }
@@ -410,29 +401,40 @@ EpArgs<T> system_args(const ArgView& a, int gram, int64_t B, int64_t K) {
   return x;
 }
 
-// gram, rhs, lam, gam -> mean, var (B, K) and int32 info (B,).
+template <typename T>
+EpArgs<T> forward_args(const ArgView& a, int64_t B, int64_t K) {
+  EpArgs<T> x = system_args<T>(a, fwd::gram, B, K);
+  x.mean = a.out<T>(fwd::mean);
+  x.var = a.out<T>(fwd::var);
+  x.info = a.out<int32_t>(fwd::info);
+  x.screen = a.out_opt<uint8_t>(fwd::screen);
+  return x;
+}
+
+template <typename T>
+EpArgs<T> backward_args(const ArgView& a, int64_t B, int64_t K) {
+  EpArgs<T> x = system_args<T>(a, bwd::gram, B, K);
+  x.grad_mean = a.in<T>(bwd::grad_mean);
+  x.grad_var = a.in<T>(bwd::grad_var);
+  x.g_gram = a.out<T>(bwd::g_gram);
+  x.g_rhs = a.out<T>(bwd::g_rhs);
+  x.g_lam = a.out<T>(bwd::g_lam);
+  x.g_gam = a.out<T>(bwd::g_gam);
+  return x;
+}
+
+// gram, rhs, lam, gam -> mean, var (B, K), int32 info (B,) and, when given, the uint8 input
+// screen (B,).
 void ep_forward(const py::bytes& block) {
   const ArgView a(block, kForward);
   const auto [B, K] = sizes(a);
   a.expect_numel(fwd::gram, B * K * K);
   a.expect_numel({fwd::rhs, fwd::lam, fwd::gam, fwd::mean, fwd::var}, B * K);
   a.expect_numel(fwd::info, B);
+  if (a.present(fwd::screen)) a.expect_numel(fwd::screen, B);
   const int nthreads = static_cast<int>(a.i(sc::nthreads));
-  const LaneIsa isa = lane_isa();
-  auto go = [&](auto zero) {
-    using T = decltype(zero);
-    EpArgs<T> x = system_args<T>(a, fwd::gram, B, K);
-    x.mean = a.out<T>(fwd::mean);
-    x.var = a.out<T>(fwd::var);
-    x.info = a.out<int32_t>(fwd::info);
-    x.screen = a.out_opt<uint8_t>(fwd::screen);
-    if (x.screen) a.expect_numel(fwd::screen, B);
-    py::gil_scoped_release release;
-    if constexpr (sizeof(T) == 4) run<T>(isa == LaneIsa::avx512 ? fwd_avx512_f32 : isa == LaneIsa::avx2 ? fwd_avx2_f32 : fwd_sse_f32, x, nthreads);
-    else run<T>(isa == LaneIsa::avx512 ? fwd_avx512_f64 : isa == LaneIsa::avx2 ? fwd_avx2_f64 : fwd_sse_f64, x, nthreads);
-  };
-  if (a.dtype(fwd::gram) == DType::f32) go(float(0));
-  else go(double(0));
+  if (a.dtype(fwd::gram) == DType::f32) run(fwd_for<float>(lane_isa()), forward_args<float>(a, B, K), nthreads);
+  else run(fwd_for<double>(lane_isa()), forward_args<double>(a, B, K), nthreads);
 }
 
 // grad_mean, grad_var, gram, rhs, lam, gam -> the gradients of gram, rhs, lam, gam.
@@ -443,22 +445,8 @@ void ep_backward(const py::bytes& block) {
   a.expect_numel({bwd::grad_mean, bwd::grad_var, bwd::rhs, bwd::lam, bwd::gam, bwd::g_rhs, bwd::g_lam, bwd::g_gam},
                  B * K);
   const int nthreads = static_cast<int>(a.i(sc::nthreads));
-  const LaneIsa isa = lane_isa();
-  auto go = [&](auto zero) {
-    using T = decltype(zero);
-    EpArgs<T> x = system_args<T>(a, bwd::gram, B, K);
-    x.grad_mean = a.in<T>(bwd::grad_mean);
-    x.grad_var = a.in<T>(bwd::grad_var);
-    x.g_gram = a.out<T>(bwd::g_gram);
-    x.g_rhs = a.out<T>(bwd::g_rhs);
-    x.g_lam = a.out<T>(bwd::g_lam);
-    x.g_gam = a.out<T>(bwd::g_gam);
-    py::gil_scoped_release release;
-    if constexpr (sizeof(T) == 4) run<T>(isa == LaneIsa::avx512 ? bwd_avx512_f32 : isa == LaneIsa::avx2 ? bwd_avx2_f32 : bwd_sse_f32, x, nthreads);
-    else run<T>(isa == LaneIsa::avx512 ? bwd_avx512_f64 : isa == LaneIsa::avx2 ? bwd_avx2_f64 : bwd_sse_f64, x, nthreads);
-  };
-  if (a.dtype(bwd::gram) == DType::f32) go(float(0));
-  else go(double(0));
+  if (a.dtype(bwd::gram) == DType::f32) run(bwd_for<float>(lane_isa()), backward_args<float>(a, B, K), nthreads);
+  else run(bwd_for<double>(lane_isa()), backward_args<double>(a, B, K), nthreads);
 }
 
 }  // namespace

@@ -114,8 +114,9 @@ constexpr int kMR1 = 12, kMR2 = 6, kNV2 = 2, kMRw = 4, kNVw = 3;
 #include "mpnn_message_sum/cpu/mpnn_message_sum_kernel.h"
 }  // namespace portable
 
+// The AVX2/FMA and AVX-512 copies exist on x86-64 with GCC/Clang (target pragmas).
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define MIMO_FAST_MPNN_AVX2 1
+#define MIMO_FAST_MPNN_X86 1
 MIMO_FAST_TARGET_BEGIN(MIMO_FAST_ISA_AVX2)
 namespace avx2 {
 constexpr int kBytes = 32;
@@ -124,9 +125,6 @@ constexpr int kMR1 = 12, kMR2 = 6, kNV2 = 2, kMRw = 4, kNVw = 3;
 #include "mpnn_message_sum/cpu/mpnn_message_sum_kernel.h"
 }  // namespace avx2
 MIMO_FAST_TARGET_END
-#else
-#define MIMO_FAST_MPNN_AVX2 0
-#endif
 
 // AVX-512: 64-byte vectors (16 floats / 8 doubles) and 32 zmm registers, so the register
 // tiles double in rows against AVX2's at the same share of registers for accumulators.
@@ -135,8 +133,6 @@ MIMO_FAST_TARGET_END
 // to twice the flops per cycle for the same loads of A1 and w2^T per pair.
 // Compiled with a target pragma (never -march=native): the wheel stays baseline x86-64
 // and this code only runs after cpu_has_avx512_core() said yes.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define MIMO_FAST_MPNN_AVX512 1
 MIMO_FAST_TARGET_BEGIN(MIMO_FAST_ISA_AVX512)
 namespace avx512 {
 constexpr int kBytes = 64;
@@ -157,15 +153,15 @@ constexpr int kMR1 = 24, kMR2 = 6, kNV2 = 4, kMRw = 8, kNVw = 2;
 }  // namespace avx512
 MIMO_FAST_TARGET_END
 #else
-#define MIMO_FAST_MPNN_AVX512 0
+#define MIMO_FAST_MPNN_X86 0
 #endif
 
 namespace {
 
 enum Isa : int { kAuto = 0, kPortable = 1, kAvx2 = 2, kAvx512 = 3 };
 
-bool have_avx2() { return MIMO_FAST_MPNN_AVX2 && cpu_has_avx2_fma() && !cpu_isa_disabled("avx2"); }
-bool have_avx512() { return MIMO_FAST_MPNN_AVX512 && cpu_has_avx512_core() && !cpu_isa_disabled("avx512"); }
+bool have_avx2() { return MIMO_FAST_MPNN_X86 && cpu_has_avx2_fma() && !cpu_isa_disabled("avx2"); }
+bool have_avx512() { return MIMO_FAST_MPNN_X86 && cpu_has_avx512_core() && !cpu_isa_disabled("avx512"); }
 
 // auto = the best this CPU runs; a forced ISA the CPU (or build) lacks is an error, not a
 // silent fallback, so a test that forces it never passes on the wrong code.
@@ -263,10 +259,8 @@ template <typename T>
 void forward_impl(const FwdArgs& a, int nthreads, int isa) {
   using Fn = void (*)(const FwdArgs&, long, long, long, const Work<T>&);
   Fn unit = &portable::fwd_unit<T>;
-#if MIMO_FAST_MPNN_AVX2
+#if MIMO_FAST_MPNN_X86
   if (isa == kAvx2) unit = &avx2::fwd_unit<T>;
-#endif
-#if MIMO_FAST_MPNN_AVX512
   if (isa == kAvx512) unit = &avx512::fwd_unit<T>;
 #endif
   const long chunks = chunks_per_batch(a.B, a.N, nthreads);
@@ -287,10 +281,8 @@ template <typename T>
 void backward_impl(const BwdArgs& a, int nthreads, int isa) {
   using Fn = void (*)(const BwdArgs&, long, long, long, const Work<T>&, const Part<T>&, T*);
   Fn unit = &portable::bwd_unit<T>;
-#if MIMO_FAST_MPNN_AVX2
+#if MIMO_FAST_MPNN_X86
   if (isa == kAvx2) unit = &avx2::bwd_unit<T>;
-#endif
-#if MIMO_FAST_MPNN_AVX512
   if (isa == kAvx512) unit = &avx512::bwd_unit<T>;
 #endif
   const long B = a.B, N = a.N, E = a.E, H1 = a.H1p, H2 = a.H2p, Fo = a.relu ? a.Fop : 0;
