@@ -330,7 +330,7 @@ AmpArgs<T> inputs(const ArgView& a, int H) {
 
 void amp_forward(const py::bytes& block) {
   const ArgView a(block, kForward);
-  const bool avx2 = cpu_has_avx2_fma() && !force_portable();
+  const bool avx2 = lane_isa() != LaneIsa::portable;  // these kernels stop at AVX2 width
   const int nthreads = static_cast<int>(a.i(sc::nthreads));
   auto go = [&](auto zero) {
     using T = decltype(zero);
@@ -348,7 +348,7 @@ void amp_forward(const py::bytes& block) {
 
 void amp_backward(const py::bytes& block) {
   const ArgView a(block, kBackward);
-  const bool avx2 = cpu_has_avx2_fma() && !force_portable();
+  const bool avx2 = lane_isa() != LaneIsa::portable;  // these kernels stop at AVX2 width
   const int nthreads = static_cast<int>(a.i(sc::nthreads));
   auto go = [&](auto zero) {
     using T = decltype(zero);

@@ -138,7 +138,7 @@ void cavity_forward(const py::bytes& block) {
   a.expect_numel({cav::levels, cav::log_prior}, K * L);
   a.expect_numel(cav::info, B);
   const int nthreads = static_cast<int>(a.i(cs::nthreads));
-  const bool avx2 = cpu_has_avx2_fma() && !force_portable();
+  const bool avx2 = lane_isa() != LaneIsa::portable;  // these kernels stop at AVX2 width
   auto go = [&](auto zero) {
     using T = decltype(zero);
     CavityArgs<T> c{a.in<T>(cav::gram), a.in<T>(cav::rhs), a.in<T>(cav::lam), a.in<T>(cav::gam),

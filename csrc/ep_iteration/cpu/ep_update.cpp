@@ -204,7 +204,7 @@ void update_forward(const py::bytes& block) {
   a.expect_numel({uf::levels, uf::log_prior}, K * L);
   a.expect_numel(uf::logits, B * K * L);
   const int nthreads = static_cast<int>(a.i(us::nthreads));
-  const bool avx2 = cpu_has_avx2_fma() && !force_portable();
+  const bool avx2 = lane_isa() != LaneIsa::portable;  // these kernels stop at AVX2 width
   auto go = [&](auto zero) {
     using T = decltype(zero);
     UpdateArgs<T> u = update_args<T>(a, uf::x, B, K, L);
@@ -230,7 +230,7 @@ void update_backward(const py::bytes& block) {
   a.expect_numel({ub::levels, ub::log_prior}, K * L);
   a.expect_numel({ub::logits, ub::g_z, ub::g_lev}, B * K * L);
   const int nthreads = static_cast<int>(a.i(us::nthreads));
-  const bool avx2 = cpu_has_avx2_fma() && !force_portable();
+  const bool avx2 = lane_isa() != LaneIsa::portable;  // these kernels stop at AVX2 width
   auto go = [&](auto zero) {
     using T = decltype(zero);
     UpdateArgs<T> u = update_args<T>(a, ub::x, B, K, L);
