@@ -78,6 +78,44 @@ MIMO_FAST_INLINE void cholesky_rows2_block(V* L, const V* dinv, V* Li, V* Li1, i
   }
 }
 
+// Columns j..j+3 of rows i..i+3 (j + 4 <= i): a 4 x 4 register tile, so each row of the
+// factor above is streamed from L2 once per four rows (4 loads of it per 16 FMAs; the four
+// rows being computed stay in L1).
+template <typename T, int W, typename V = typename Lanes<T, W>::type>
+MIMO_FAST_INLINE void cholesky_rows4_block(V* L, const V* dinv, int i, int j) {
+  V* R[4];
+  const V* Q[4];
+  V s[4][4];
+#pragma GCC unroll 4
+  for (int r = 0; r < 4; ++r) {
+    R[r] = L + tri(i + r);
+    Q[r] = L + tri(j + r);
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; ++q) s[r][q] = R[r][j + q];
+  }
+  for (int k = 0; k < j; ++k) {
+    V a[4], c[4];
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; ++r) {
+      a[r] = R[r][k];
+      c[r] = Q[r][k];
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; ++r)
+#pragma GCC unroll 4
+      for (int q = 0; q < 4; ++q) s[r][q] -= a[r] * c[q];
+  }
+#pragma GCC unroll 4
+  for (int q = 0; q < 4; ++q)
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; ++r) {
+#pragma GCC unroll 4
+      for (int p = 0; p < q; ++p) s[r][q] -= s[r][p] * Q[q][j + p];
+      s[r][q] = s[r][q] * dinv[j + q];
+      R[r][j + q] = s[r][q];
+    }
+}
+
 // Row i of the factor from column j on (columns < j done): eight columns at a time, then
 // four, then one, then the pivot.
 template <typename T, int W, typename V = typename Lanes<T, W>::type>
@@ -114,12 +152,21 @@ MIMO_FAST_INLINE void cholesky_finish_row(V* L, V* dinv, int i, int j, int32_t* 
 // ascending) whatever the blocking, so results do not depend on it.
 template <typename T, int W, typename V = typename Lanes<T, W>::type>
 MIMO_FAST_INLINE void cholesky(V* L, V* dinv, int K, int32_t* info) {
-  for (int i = 0; i < K; i += 2) {
-    int j = 0;
-    if (i + 1 < K)
-      for (; j + 8 <= i; j += 8) cholesky_rows2_block<T, W, 8>(L, dinv, L + tri(i), L + tri(i + 1), j);
-    cholesky_finish_row<T, W>(L, dinv, i, j, info);
-    if (i + 1 < K) cholesky_finish_row<T, W>(L, dinv, i + 1, j, info);
+  if constexpr (sizeof(V) == 64) {  // 32 vector registers: 4 x 4 tiles
+    for (int i = 0; i < K; i += 4) {
+      int j = 0;
+      if (i + 3 < K)
+        for (; j + 4 <= i; j += 4) cholesky_rows4_block<T, W>(L, dinv, i, j);
+      for (int r = 0; r < 4 && i + r < K; ++r) cholesky_finish_row<T, W>(L, dinv, i + r, j, info);
+    }
+  } else {  // 16 registers: 2 x 8 tiles
+    for (int i = 0; i < K; i += 2) {
+      int j = 0;
+      if (i + 1 < K)
+        for (; j + 8 <= i; j += 8) cholesky_rows2_block<T, W, 8>(L, dinv, L + tri(i), L + tri(i + 1), j);
+      cholesky_finish_row<T, W>(L, dinv, i, j, info);
+      if (i + 1 < K) cholesky_finish_row<T, W>(L, dinv, i + 1, j, info);
+    }
   }
 }
 
