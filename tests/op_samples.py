@@ -158,8 +158,14 @@ def _ep_samples(dtype):
 
 def ep_oracle(gram, rhs, lam, gam):
     A = 0.5 * (gram + gram.mT) + torch.diag_embed(lam)
-    Ainv = torch.linalg.inv(A)
+    Ainv = _inv(A)
     return (Ainv @ (rhs + gam)[..., None])[..., 0], torch.diagonal(Ainv, dim1=-2, dim2=-1)
+
+
+def _inv(A):
+    """torch.linalg.inv one matrix at a time: torch 2.13's batched LU runs MKL's getrf on
+    several threads at once for K > ~14, which can fail or hang inside MKL."""
+    return torch.stack([torch.linalg.inv(a) for a in A.reshape(-1, *A.shape[-2:])]).reshape(A.shape)
 
 
 # ----------------------------------------------------------------- amp_step
@@ -284,7 +290,7 @@ def ep_cavity_oracle(gram, rhs, lam, gam, levels, log_prior, *, updates, damping
     """EP's loop with torch.linalg.inv and torch.softmax (no cavity fallback: the samples
     keep 1 - Sigma lam well above 0)."""
     for t in range(updates + 1):
-        Ainv = torch.linalg.inv(0.5 * (gram + gram.mT) + torch.diag_embed(lam))
+        Ainv = _inv(0.5 * (gram + gram.mT) + torch.diag_embed(lam))
         Sigma = torch.diagonal(Ainv, dim1=-2, dim2=-1)
         mu = (Ainv @ (rhs + gam)[..., None])[..., 0]
         v = (Sigma / (1 - Sigma * lam)).clamp_min(v_min)

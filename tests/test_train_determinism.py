@@ -8,16 +8,21 @@ per-node gradients, summed over the batch by torch over an outer dimension, whic
 the output, not the sum, across threads). At a training batch, torch.mm's own sums do
 depend on it: with torch's MKL BLAS, the weight-gradient GEMMs ``grad.T @ input``, whose
 inner dimension is batch x nodes, are split over the inner dimension across threads
-(test_threads_at_a_training_batch)."""
-import contextlib
+(test_threads_at_a_training_batch).
+
+Every run is a subprocess with OMP_NUM_THREADS set: changing torch's thread count inside the
+test process (torch.set_num_threads) leaves torch 2.13's CPU build liable to deadlock in MKL
+in a later batched LU (torch.linalg.inv/solve of 256x256 float64 matrices hung the suite in
+tests/test_ep_lmmse.py; see mimo_fast/ops/threads.py)."""
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from mimo_fast import cli
 from mimo_fast.detect.learned import weights
-from mimo_fast.ops.threads import kernel_threads
 from test_e2e import SMALL as E2E_SMALL
 from test_learned_detectors import MODELS
 from test_train import ARGS
@@ -40,26 +45,17 @@ RUNS = {
 }
 
 
-@contextlib.contextmanager
-def _threads(n):
-    """torch's threads and the kernels' (mimo_fast.ops.threads) at n; both restored after."""
-    before = torch.get_num_threads()
-    with kernel_threads(n):
-        torch.set_num_threads(n)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
+def _run(threads, code, *argv):
+    """Run python ``code`` (argv as sys.argv[1:]) in a subprocess on ``threads`` threads
+    (torch's and so the kernels'); returns its stdout."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    done = subprocess.run([sys.executable, "-c", code, *argv], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    before = torch.get_num_threads()
-    with kernel_threads(None):      # restores the kernels' override on exit
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
+_TRAIN = "import sys; from mimo_fast import cli; sys.exit(cli.main(['train', *sys.argv[1:]]))"
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +75,7 @@ def train(tmp_path_factory):
             else:
                 out = done[resume_from][2]
                 args = [*RUNS[model], *extra, "--steps", str(steps), "--out", str(out), "--resume"]
-            with _threads(threads):
-                assert cli.main(["train", *args]) == 0
+            _run(threads, _TRAIN, *args)
             state, _ = weights.read(out / "last.safetensors")
             log = [json.loads(s) for s in (out / "log.jsonl").read_text().splitlines()]
             done[key] = (state, log, out)
@@ -137,14 +132,10 @@ def _gemm_depends_on_threads() -> bool:
     """Whether torch.mm, in the shape of one of gepnet's weight gradients at BIG_BATCH (the
     GRU's: (3 x gru_size, batch x nodes) @ (batch x nodes, gru_size)), gives other bits at 2
     threads than at 1 (it does with MKL's sgemm unless MKL_CBWR=<branch>,STRICT)."""
-    g = torch.Generator().manual_seed(0)
-    a = torch.randn(BIG_BATCH * 8, 18, generator=g)
-    b = torch.randn(BIG_BATCH * 8, 6, generator=g)
-    with _threads(1):
-        one = a.T @ b
-    with _threads(2):
-        two = a.T @ b
-    return not torch.equal(one, two)
+    code = ("import torch; g = torch.Generator().manual_seed(0); "
+            f"a = torch.randn({BIG_BATCH * 8}, 18, generator=g); b = torch.randn({BIG_BATCH * 8}, 6, generator=g); "
+            "print((a.T @ b).double().flatten().tolist())")
+    return _run(1, code) != _run(2, code)
 
 
 @pytest.mark.xfail("_gemm_depends_on_threads()", strict=True, reason=(
