@@ -61,7 +61,8 @@ def report_op(paths):
     mf = mi.get("mimo_fast", {})
     L = [f"# {op}: CPU benchmark\n"]
     L.append(f"- machine: {mi.get('cpu_model')} ({mi.get('nproc')} cores), torch threads {mf.get('torch_threads')}, "
-             f"AVX2/FMA {mf.get('cpu_avx2_fma')}, AVX-512 {mf.get('cpu_avx512')}")
+             f"AVX2/FMA {mf.get('cpu_avx2_fma')}"
+             + (f", AVX-512 {mf['cpu_avx512']}" if mf.get("cpu_avx512") is not None else ""))   # older JSONs lack it
     L.append(f"- versions: python {mi.get('python_version')}, torch {mf.get('torch')}, mimo_fast {mf.get('mimo_fast')}")
     L.append(f"- run: {data.get('datetime')}; cells: median / min in ms, [rounds]; ratios: "
              "median ratio (min ratio). The machine is shared with other jobs: 2-thread runs lose "

@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 import torch
@@ -47,10 +48,11 @@ RUNS = {
 
 def _run(threads, code, *argv):
     """Run python ``code`` (argv as sys.argv[1:]) in a subprocess on ``threads`` threads
-    (torch's and so the kernels'); returns its stdout."""
+    (torch's and so the kernels'); returns its stdout. It runs in the temporary folder, so
+    that a checkout's source tree (no compiled modules) does not shadow the installed package."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     done = subprocess.run([sys.executable, "-c", code, *argv], env=env, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=600, cwd=tempfile.gettempdir())
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
