@@ -5,6 +5,7 @@
 // W elements plus W log2(W) two-input shuffles per W x W block.
 #pragma once
 #include <cstring>
+#include <type_traits>
 #include <utility>
 
 #include "common/cpu/lanes.h"
@@ -18,13 +19,26 @@ namespace lane_detail {
 //              r[i + H]' = lane p + H of r[i] where p & H == 0, else lane p of r[i + H].
 // The stages H = W/2, ..., 1 each swap one bit of the row index with the same bit of the
 // column index, so after all of them r holds the transpose.
+// GCC has __builtin_shufflevector from version 12; older GCCs take __builtin_shuffle with an
+// integer mask vector of the same size (MIMO_FAST_FORCE_BUILTIN_SHUFFLE tests that path).
+#if (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)) && !defined(MIMO_FAST_FORCE_BUILTIN_SHUFFLE)
+#define MIMO_FAST_SHUFFLE(V, a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+template <typename V> struct ShuffleMask {
+  typedef decltype(+V{}[0]) T;
+  typedef typename std::conditional<sizeof(T) == 4, int, long long>::type I;
+  typedef I type __attribute__((vector_size(sizeof(V))));
+};
+#define MIMO_FAST_SHUFFLE(V, a, b, ...) __builtin_shuffle(a, b, typename ShuffleMask<V>::type{__VA_ARGS__})
+#endif
+
 template <int W, int H, typename V, int... P>
 MIMO_FAST_INLINE void swap_blocks(V* r, std::integer_sequence<int, P...>) {
   for (int i = 0; i < W; ++i) {
     if (i & H) continue;
     const V a = r[i], b = r[i + H];
-    r[i] = __builtin_shufflevector(a, b, ((P & H) ? W + P - H : P)...);
-    r[i + H] = __builtin_shufflevector(a, b, ((P & H) ? W + P : P + H)...);
+    r[i] = MIMO_FAST_SHUFFLE(V, a, b, ((P & H) ? W + P - H : P)...);
+    r[i + H] = MIMO_FAST_SHUFFLE(V, a, b, ((P & H) ? W + P : P + H)...);
   }
 }
 
