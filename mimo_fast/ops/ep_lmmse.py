@@ -78,12 +78,14 @@ def _op(gram: Tensor, rhs: Tensor, lam: Tensor, gam: Tensor, backend: str,
     if V.value_checks_enabled() and getattr(impl.forward, "screens_values", False):
         # The kernel screens its inputs as it reads them; only a flagged call pays for the
         # full scan, which raises naming the argument and index.
-        mean, var, info, flagged = impl.forward(gram, rhs, lam, gam, screen=True)
-        if bool(flagged.any()):
+        mean, var, info, flagged, failed = impl.forward(gram, rhs, lam, gam, screen=True)
+        if flagged:
             _check_values(gram, rhs, lam, gam)
-    else:
-        _check_values(gram, rhs, lam, gam)
-        mean, var, info = impl.forward(gram, rhs, lam, gam)
+        if check_errors and failed:
+            raise_on_failure(info)
+        return mean, var, info
+    _check_values(gram, rhs, lam, gam)
+    mean, var, info = impl.forward(gram, rhs, lam, gam)
     if check_errors:
         raise_on_failure(info)
     return mean, var, info

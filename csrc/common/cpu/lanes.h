@@ -74,6 +74,29 @@ template <> struct Lanes<double, 4> { typedef double type __attribute__((vector_
 template <> struct Lanes<float, 4> { typedef float type __attribute__((vector_size(16))); };
 template <> struct Lanes<double, 2> { typedef double type __attribute__((vector_size(16))); };
 
+// Lane-wise square root, one vsqrtps/pd (sqrtps/pd for 16-byte lanes, the SSE2 path). GCC
+// has no generic vector sqrt, its intrinsics cannot be inlined through these target-less
+// templates, and a lane loop of std::sqrt is vectorised or not depending on unrelated code
+// nearby (seen: one edit elsewhere turned the K16 factor's pivots into 16 scalar roots and
+// the factor took 2.5x as long), hence the one instruction in asm. The operand's size picks
+// xmm/ymm/zmm; a 64-byte lane vector only exists inside the AVX-512 wrappers.
+template <typename T, int W, typename V = typename Lanes<T, W>::type>
+MIMO_FAST_INLINE V lane_sqrt(const V& x) {
+  V r;
+#if defined(__x86_64__) || defined(__i386__)
+  if constexpr (sizeof(V) == 16) {
+    if constexpr (sizeof(T) == 4) asm("sqrtps %1, %0" : "=x"(r) : "x"(x));
+    else asm("sqrtpd %1, %0" : "=x"(r) : "x"(x));
+  } else {
+    if constexpr (sizeof(T) == 4) asm("vsqrtps %1, %0" : "=v"(r) : "v"(x));
+    else asm("vsqrtpd %1, %0" : "=v"(r) : "v"(x));
+  }
+#else
+  for (int l = 0; l < W; ++l) r[l] = std::sqrt(x[l]);
+#endif
+  return r;
+}
+
 // Unaligned vector load/store from scalar memory.
 template <typename V, typename T>
 MIMO_FAST_INLINE V load_u(const T* p) {

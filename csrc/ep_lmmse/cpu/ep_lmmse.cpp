@@ -118,10 +118,21 @@ struct GroupIO {
   }
   // L = packed lower A = sym(gram) + diag(lam), row by row: row i's entries left of the
   // diagonal finish (i, j) = (g_ji + g_ij) / 2, those right of it park g_ij at (j, i).
-  MIMO_FAST_INLINE void load_system(const T* gram, const T* lam, V* L) {
+  // With `next` (the first matrix of the next group, or -1), row i of the next group's W
+  // matrices is prefetched into L1 as row i of this group is read: at small K (a group's
+  // gram within 32 KB) the next group then arrives during this group's factorisation
+  // instead of stalling the next load (B4096 K16 float, one core: the load phase 0.29 ->
+  // 0.23 ms). Larger groups would evict this group's factor from L1, so they are not.
+  MIMO_FAST_INLINE void load_system(const T* gram, const T* lam, V* L, int64_t next = -1) {
     const T* src[W];
+    const bool prefetch = next >= 0 && int64_t(W) * K * K * sizeof(T) <= 32768;
     for (int i = 0; i < K; ++i) {
       for (int l = 0; l < W; ++l) src[l] = l < nl ? gram + ((b0 + l) * K + i) * K : zeros.data();
+      if (prefetch)
+        for (int l = 0; l < W; ++l) {
+          const char* p = reinterpret_cast<const char*>(gram + ((next + l) * K + i) * K);
+          for (size_t c = 0; c < K * sizeof(T); c += 64) __builtin_prefetch(p + c, 0, 3);
+        }
       rows_to_lanes<T, W>(src, K, row.data());
       add_to_screen(row.data(), K);
       V* Li = L + tri(i);
@@ -232,7 +243,7 @@ MIMO_FAST_INLINE void forward_range(const EpArgs<T>& a, int64_t b_begin, int64_t
     }
     int32_t info[W] = {};
     io.at(b0, nl);
-    io.load_system(a.gram, a.lam, L.data());
+    io.load_system(a.gram, a.lam, L.data(), b0 + 2 * W <= b_end ? b0 + W : -1);
     cholesky<T, W>(L.data(), dinv.data(), K, info);
     io.load(a.rhs, a.gam, K, x.data());
     solve<T, W>(L.data(), dinv.data(), K, x.data());
@@ -424,8 +435,10 @@ EpArgs<T> backward_args(const ArgView& a, int64_t B, int64_t K) {
 }
 
 // gram, rhs, lam, gam -> mean, var (B, K), int32 info (B,) and, when given, the uint8 input
-// screen (B,).
-void ep_forward(const py::bytes& block) {
+// screen (B,). Returns (number of failed matrices, number of flagged ones): the Python side
+// then needs no tensor op to decide whether to raise or to run the full value scan (after
+// the kernel has streamed the batch, each small torch op runs with cold caches, ~20 us).
+py::tuple ep_forward(const py::bytes& block) {
   const ArgView a(block, kForward);
   const auto [B, K] = sizes(a);
   a.expect_numel(fwd::gram, B * K * K);
@@ -435,6 +448,14 @@ void ep_forward(const py::bytes& block) {
   const int nthreads = static_cast<int>(a.i(sc::nthreads));
   if (a.dtype(fwd::gram) == DType::f32) run(fwd_for<float>(lane_isa()), forward_args<float>(a, B, K), nthreads);
   else run(fwd_for<double>(lane_isa()), forward_args<double>(a, B, K), nthreads);
+  const int32_t* info = a.out<int32_t>(fwd::info);
+  const uint8_t* screen = a.out_opt<uint8_t>(fwd::screen);
+  int64_t failed = 0, flagged = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    failed += info[b] != 0;
+    if (screen) flagged += screen[b] != 0;
+  }
+  return py::make_tuple(failed, flagged);
 }
 
 // grad_mean, grad_var, gram, rhs, lam, gam -> the gradients of gram, rhs, lam, gam.
@@ -454,7 +475,7 @@ void ep_backward(const py::bytes& block) {
 void bind_ep_lmmse(py::module_& m) {
   m.def("ep_lmmse_forward", &ep_forward, py::arg("block"),
         "ep_lmmse forward; block (mimo_fast.ops.native): gram (B,K,K), rhs, lam, gam (B,K) -> mean, var "
-        "(B,K), int32 info (B,); scalars B, K, nthreads.");
+        "(B,K), int32 info (B,), uint8 screen (B,) or None; scalars B, K, nthreads. Returns (failed, flagged) counts.");
   m.def("ep_lmmse_backward", &ep_backward, py::arg("block"),
         "ep_lmmse backward; block: grad_mean, grad_var, gram, rhs, lam, gam -> g_gram, g_rhs, g_lam, g_gam; "
         "scalars B, K, nthreads.");

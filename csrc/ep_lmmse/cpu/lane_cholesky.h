@@ -116,8 +116,30 @@ MIMO_FAST_INLINE void cholesky_rows4_block(V* L, const V* dinv, int i, int j) {
     }
 }
 
+// The pivot of row i from d = A_ii - sum_k L_ik^2: a pivot that is not > 0 (or NaN) marks
+// its lane in info (order i + 1, first failure only) and is replaced by 1. Whole-vector
+// compare, select and square root (a per-lane scalar loop with the branch cost about as
+// much as the K16 factor's FMAs); the lane loop runs only when some pivot failed.
+template <typename T, int W, typename V = typename Lanes<T, W>::type>
+MIMO_FAST_INLINE void cholesky_pivot(V* L, V* dinv, int i, const V& d_in, int32_t* info) {
+  const auto ok = d_in > T(0);  // lane mask: -1 where the pivot is > 0 (false for NaN)
+  bool all_ok = true;
+  for (int l = 0; l < W; ++l) all_ok &= ok[l] != 0;
+  V d = d_in;
+  if (!all_ok) {
+    for (int l = 0; l < W; ++l)
+      if (!ok[l]) {
+        if (info[l] == 0) info[l] = i + 1;
+        d[l] = T(1);
+      }
+  }
+  d = lane_sqrt<T, W>(d);
+  L[tri(i) + i] = d;
+  dinv[i] = T(1) / d;
+}
+
 // Row i of the factor from column j on (columns < j done): eight columns at a time, then
-// four, then one, then the pivot.
+// four, then one, then the pivot. Only for rows that are not part of a full diagonal block.
 template <typename T, int W, typename V = typename Lanes<T, W>::type>
 MIMO_FAST_INLINE void cholesky_finish_row(V* L, V* dinv, int i, int j, int32_t* info) {
   V* Li = L + tri(i);
@@ -131,53 +153,84 @@ MIMO_FAST_INLINE void cholesky_finish_row(V* L, V* dinv, int i, int j, int32_t* 
   }
   V d = Li[i];
   for (int k = 0; k < i; ++k) d -= Li[k] * Li[k];
-  for (int l = 0; l < W; ++l) {
-    T dl = d[l];
-    if (!(dl > T(0))) {
-      if (info[l] == 0) info[l] = i + 1;
-      dl = T(1);
-    }
-    d[l] = std::sqrt(dl);
+  cholesky_pivot<T, W>(L, dinv, i, d, info);
+}
+
+// The N x N diagonal block of rows i..i+N-1 once every column < i is done: its N(N+1)/2
+// entries' dots over k < i run as independent FMA chains (one chain per entry, N loads per
+// k), then the small triangle is finished in order. Done row by row, each of these entries
+// was one dot with a single accumulator, latency-bound at four cycles per FMA: about half
+// of the factor's time at K 64. Summation order per entry is unchanged (k ascending).
+template <typename T, int W, int N, typename V = typename Lanes<T, W>::type>
+MIMO_FAST_INLINE void cholesky_diag_block(V* L, V* dinv, int i, int32_t* info) {
+  V* R[N];
+  V s[N][N];
+#pragma GCC unroll 4
+  for (int r = 0; r < N; ++r) {
+    R[r] = L + tri(i + r);
+#pragma GCC unroll 4
+    for (int q = 0; q <= r; ++q) s[r][q] = R[r][i + q];
   }
-  Li[i] = d;
-  dinv[i] = T(1) / d;
+  for (int k = 0; k < i; ++k) {
+    V a[N];
+#pragma GCC unroll 4
+    for (int r = 0; r < N; ++r) a[r] = R[r][k];
+#pragma GCC unroll 4
+    for (int r = 0; r < N; ++r)
+#pragma GCC unroll 4
+      for (int q = 0; q <= r; ++q) s[r][q] -= a[r] * a[q];
+  }
+#pragma GCC unroll 4
+  for (int q = 0; q < N; ++q) {
+#pragma GCC unroll 4
+    for (int p = 0; p < q; ++p) s[q][q] -= R[q][i + p] * R[q][i + p];
+    cholesky_pivot<T, W>(L, dinv, i + q, s[q][q], info);
+#pragma GCC unroll 4
+    for (int r = q + 1; r < N; ++r) {
+#pragma GCC unroll 4
+      for (int p = 0; p < q; ++p) s[r][q] -= R[r][i + p] * R[q][i + p];
+      R[r][i + q] = s[r][q] * dinv[i + q];
+    }
+  }
 }
 
 // Row-oriented (left-looking) Cholesky in place on the packed lower triangle; dinv = 1/L_ii.
-// Rows go in pairs: their columns left of the pair's diagonal block eight at a time
-// (cholesky_rows2_block: 16 independent FMA chains, each load of the factor used twice),
-// then each row is finished on its own. With one row and four chains at a time the kernel
-// streamed the factor from L2 at about one vector per FMA (B1024 K64 float, AVX-512, one
-// core: Cholesky 1.5 ms of a 4.0 ms forward). Summation order is the plain one (k
-// ascending) whatever the blocking, so results do not depend on it.
+// Rows go in blocks of four (64-byte vectors: 32 registers) or two: their columns left of
+// the block's diagonal in register tiles (cholesky_rows4_block: 4 x 4, each load of the
+// factor above used four times; cholesky_rows2_block: 2 x 8), then the diagonal block
+// (cholesky_diag_block). With one row and four chains at a time the kernel streamed the
+// factor from L2 at about one vector per FMA (B1024 K64 float, AVX-512, one core:
+// Cholesky 1.5 ms of a 4.0 ms forward). Summation order is the plain one (k ascending)
+// whatever the blocking, so results do not depend on it.
 template <typename T, int W, typename V = typename Lanes<T, W>::type>
 MIMO_FAST_INLINE void cholesky(V* L, V* dinv, int K, int32_t* info) {
-  if constexpr (sizeof(V) == 64) {  // 32 vector registers: 4 x 4 tiles
-    for (int i = 0; i < K; i += 4) {
+  constexpr int N = sizeof(V) == 64 ? 4 : 2;
+  int i = 0;
+  for (; i + N <= K; i += N) {
+    if constexpr (N == 4) {
+      for (int j = 0; j < i; j += 4) cholesky_rows4_block<T, W>(L, dinv, i, j);
+    } else {
+      V *Li = L + tri(i), *Li1 = L + tri(i + 1);
       int j = 0;
-      if (i + 3 < K)
-        for (; j + 4 <= i; j += 4) cholesky_rows4_block<T, W>(L, dinv, i, j);
-      for (int r = 0; r < 4 && i + r < K; ++r) cholesky_finish_row<T, W>(L, dinv, i + r, j, info);
+      for (; j + 8 <= i; j += 8) cholesky_rows2_block<T, W, 8>(L, dinv, Li, Li1, j);
+      for (; j + 4 <= i; j += 4) cholesky_rows2_block<T, W, 4>(L, dinv, Li, Li1, j);
+      for (; j < i; j += 2) cholesky_rows2_block<T, W, 2>(L, dinv, Li, Li1, j);
     }
-  } else {  // 16 registers: 2 x 8 tiles
-    for (int i = 0; i < K; i += 2) {
-      int j = 0;
-      if (i + 1 < K)
-        for (; j + 8 <= i; j += 8) cholesky_rows2_block<T, W, 8>(L, dinv, L + tri(i), L + tri(i + 1), j);
-      cholesky_finish_row<T, W>(L, dinv, i, j, info);
-      if (i + 1 < K) cholesky_finish_row<T, W>(L, dinv, i + 1, j, info);
-    }
+    cholesky_diag_block<T, W, N>(L, dinv, i, info);
   }
+  for (; i < K; ++i) cholesky_finish_row<T, W>(L, dinv, i, 0, info);
 }
 
-// x <- A^{-1} x with A = L L^T.
+// x <- A^{-1} x with A = L L^T. The forward sweep goes by columns (x_i -= L_ik x_k for
+// every i > k once x_k is final): each x_i still subtracts its terms in k order, but the
+// updates of different rows are independent, where a row-by-row dot is one latency-bound
+// chain. The backward sweep is column-oriented already (L^T's rows are L's columns).
 template <typename T, int W, typename V = typename Lanes<T, W>::type>
 MIMO_FAST_INLINE void solve(const V* L, const V* dinv, int K, V* x) {
-  for (int i = 0; i < K; ++i) {
-    const V* Li = L + tri(i);
-    V s = x[i];
-    for (int k = 0; k < i; ++k) s -= Li[k] * x[k];
-    x[i] = s * dinv[i];
+  for (int k = 0; k < K; ++k) {
+    const V xk = x[k] * dinv[k];
+    x[k] = xk;
+    for (int i = k + 1; i < K; ++i) x[i] -= L[tri(i) + k] * xk;
   }
   for (int i = K - 1; i >= 0; --i) {
     const V* Li = L + tri(i);

@@ -21,15 +21,18 @@ BACKWARD = native.Signature("ep_lmmse_backward", "grad_mean grad_var gram rhs la
 
 
 def forward(gram, rhs, lam, gam, screen=False):
-    """``screen=True`` also returns a ``(B,)`` bool: True where the matrix's inputs may hold
-    a NaN/inf or a ``lam <= 0`` (the kernel sums what it reads; a finite sum that overflowed
-    also flags), so the op's value check is a by-product of the one read of ``gram``."""
+    """``screen=True`` also returns ``flagged`` and ``failed``: ``flagged`` is True when some
+    matrix's inputs may hold a NaN/inf or a ``lam <= 0`` (the kernel sums what it reads; a
+    finite sum that overflowed also flags), so the op's value check is a by-product of the
+    one read of ``gram``; ``failed`` counts the matrices with ``info != 0``. Both come back
+    from the kernel as plain numbers: no torch op runs on ``info`` unless something failed."""
     B, K = rhs.shape
     mean, var = rhs.new_empty(B, K), rhs.new_empty(B, K)
     info = torch.empty(B, dtype=torch.int32)
     flags = torch.empty(B, dtype=torch.uint8) if screen else None
-    FORWARD.call(_ext.C.ep_lmmse_forward, gram, rhs, lam, gam, mean, var, info, flags, B, K, num_threads())
-    return (mean, var, info, flags.bool()) if screen else (mean, var, info)
+    failed, flagged = FORWARD.call(_ext.C.ep_lmmse_forward, gram, rhs, lam, gam, mean, var, info, flags, B, K,
+                                   num_threads())
+    return (mean, var, info, flagged > 0, failed) if screen else (mean, var, info)
 
 
 forward.screens_values = True
