@@ -116,6 +116,13 @@ struct GroupIO {
     for (int i = 0; i < n; ++i) tmp[i] = sign * v[i];
     lanes_to_rows<T, W>(tmp.data(), n, dst);
   }
+  // Prefetch the next group's rows of a (B, n) input (one block of W n elements), for the
+  // same small groups as load_system's prefetch.
+  MIMO_FAST_INLINE void prefetch_rows(const T* p, int64_t next, int n) const {
+    if (next < 0 || int64_t(W) * K * K * sizeof(T) > 32768) return;
+    const char* q = reinterpret_cast<const char*>(p + next * n);
+    for (size_t c = 0; c < size_t(W) * n * sizeof(T); c += 64) __builtin_prefetch(q + c, 0, 3);
+  }
   // L = packed lower A = sym(gram) + diag(lam), row by row: row i's entries left of the
   // diagonal finish (i, j) = (g_ji + g_ij) / 2, those right of it park g_ij at (j, i).
   // With `next` (the first matrix of the next group, or -1), row i of the next group's W
@@ -128,11 +135,11 @@ struct GroupIO {
     const bool prefetch = next >= 0 && int64_t(W) * K * K * sizeof(T) <= 32768;
     for (int i = 0; i < K; ++i) {
       for (int l = 0; l < W; ++l) src[l] = l < nl ? gram + ((b0 + l) * K + i) * K : zeros.data();
-      if (prefetch)
-        for (int l = 0; l < W; ++l) {
-          const char* p = reinterpret_cast<const char*>(gram + ((next + l) * K + i) * K);
-          for (size_t c = 0; c < K * sizeof(T); c += 64) __builtin_prefetch(p + c, 0, 3);
-        }
+      if (prefetch) {  // the next group's gram is one block: its i-th K-th, in address order
+        const char* p = reinterpret_cast<const char*>(gram + next * K * K);
+        const size_t bytes = size_t(W) * K * K * sizeof(T);
+        for (size_t c = bytes * i / K & ~size_t(63); c < bytes * (i + 1) / K; c += 64) __builtin_prefetch(p + c, 0, 3);
+      }
       rows_to_lanes<T, W>(src, K, row.data());
       add_to_screen(row.data(), K);
       V* Li = L + tri(i);
@@ -243,7 +250,9 @@ MIMO_FAST_INLINE void forward_range(const EpArgs<T>& a, int64_t b_begin, int64_t
     }
     int32_t info[W] = {};
     io.at(b0, nl);
-    io.load_system(a.gram, a.lam, L.data(), b0 + 2 * W <= b_end ? b0 + W : -1);
+    const int64_t next = b0 + 2 * W <= b_end ? b0 + W : -1;
+    io.load_system(a.gram, a.lam, L.data(), next);
+    for (const T* p : {a.rhs, a.gam, a.lam}) io.prefetch_rows(p, next, K);
     cholesky<T, W>(L.data(), dinv.data(), K, info);
     io.load(a.rhs, a.gam, K, x.data());
     solve<T, W>(L.data(), dinv.data(), K, x.data());
