@@ -117,7 +117,7 @@ struct GroupIO {
     lanes_to_rows<T, W>(tmp.data(), n, dst);
   }
   // Prefetch the next group's rows of a (B, n) input (one block of W n elements), for the
-  // same small groups as load_system's prefetch.
+  // same small groups as load_system's prefetch (see there).
   MIMO_FAST_INLINE void prefetch_rows(const T* p, int64_t next, int n) const {
     if (next < 0 || int64_t(W) * K * K * sizeof(T) > 32768) return;
     const char* q = reinterpret_cast<const char*>(p + next * n);
@@ -125,11 +125,14 @@ struct GroupIO {
   }
   // L = packed lower A = sym(gram) + diag(lam), row by row: row i's entries left of the
   // diagonal finish (i, j) = (g_ji + g_ij) / 2, those right of it park g_ij at (j, i).
-  // With `next` (the first matrix of the next group, or -1), row i of the next group's W
-  // matrices is prefetched into L1 as row i of this group is read: at small K (a group's
-  // gram within 32 KB) the next group then arrives during this group's factorisation
-  // instead of stalling the next load (B4096 K16 float, one core: the load phase 0.29 ->
-  // 0.23 ms). Larger groups would evict this group's factor from L1, so they are not.
+  // With `next` (the first matrix of the next group, or -1) and a group's gram within 32 KB
+  // (K <= 22 in float), the next group's gram is prefetched into L1 as this group's rows are
+  // read (one K-th of it per row, in address order), and prefetch_rows does the same for its
+  // rhs/gam/lam: it then arrives during this group's factorisation instead of stalling the
+  // next load. B4096 K16 float, one core, median of 8 interleaved runs: forward 0.80 ->
+  // 0.69 ms (distances of 2-8 groups, L2 and NTA hints were no better or slower). At K 64
+  // (256 KB groups) prefetching measured slower: the factor is bound by L2 bandwidth, which
+  // the incoming lines share.
   MIMO_FAST_INLINE void load_system(const T* gram, const T* lam, V* L, int64_t next = -1) {
     const T* src[W];
     const bool prefetch = next >= 0 && int64_t(W) * K * K * sizeof(T) <= 32768;
