@@ -106,6 +106,11 @@ def test_not_positive_definite(dtype):
     with pytest.raises(NotPositiveDefiniteError, match="batch index 2") as exc:
         ep_lmmse(*ins, backend="cpu")
     assert exc.value.batch_index == 2 and exc.value.order == 1
+    # The kernel's own counts, which the op reads instead of scanning info and the screen.
+    from mimo_fast.ops.cpu import ep_lmmse as cpu_ep_lmmse
+    *_, flagged, failed = cpu_ep_lmmse.forward(*ins, screen=True)
+    assert failed == 2 and flagged is False
+    assert cpu_ep_lmmse.forward(*make(13, 6, dtype, seed=5), screen=True)[3:] == (False, 0)
 
 
 def test_ill_conditioned():
