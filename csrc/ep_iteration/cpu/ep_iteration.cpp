@@ -36,7 +36,7 @@ namespace {
 
 using ep::cavity_lanes;
 using ep::cholesky;
-using ep::inverse_columns;
+using ep::inverse_var;
 using ep::solve;
 using ep::tri;
 using ep::update_lanes;
@@ -56,7 +56,7 @@ template <typename T, int W, typename V = typename Lanes<T, W>::type>
 MIMO_FAST_INLINE void cavity_range(const CavityArgs<T>& a, int64_t b_begin, int64_t b_end) {
   const int K = a.K, L = a.L;
   const bool upd = a.updates > 0;
-  LaneBuf<V> G(upd ? tri(K) : 0), A(tri(K)), dinv(K), col(ep::kInverseScratch * static_cast<size_t>(K));
+  LaneBuf<V> G(upd ? tri(K) : 0), A(tri(K)), dinv(K), col(ep::inverse_var_scratch<V>(K));
   LaneBuf<V> lam(K), gam(K), rhs(K), m(K), S(K), x(K), v(K);
   LaneBuf<V> lev(upd ? static_cast<size_t>(K) * L : 0), lp(upd ? static_cast<size_t>(K) * L : 0), z(upd ? L : 0);
   for (int64_t i = 0; upd && i < static_cast<int64_t>(K) * L; ++i) {
@@ -85,7 +85,7 @@ MIMO_FAST_INLINE void cavity_range(const CavityArgs<T>& a, int64_t b_begin, int6
       cholesky<T, W>(A.data(), dinv.data(), K, info);                       // (6)
       for (int i = 0; i < K; ++i) m[i] = rhs[i] + gam[i];
       solve<T, W>(A.data(), dinv.data(), K, m.data());
-      inverse_columns<T, W, false>(A.data(), dinv.data(), K, col.data(), S.data());
+      inverse_var<T, W>(A.data(), dinv.data(), K, col.data(), S.data());
       for (int i = 0; i < K; ++i) cavity_lanes<T, W>(m[i], S[i], lam[i], gam[i], a.v_min, x[i], v[i]);  // (7)
       if (it == a.updates) break;
       for (int i = 0; i < K; ++i) {                                         // (8)-(10)

@@ -239,7 +239,7 @@ MIMO_FAST_INLINE void backward_single(const EpArgs<T>& a, int64_t b, T* buf) {
 template <typename T, int W, typename V = typename Lanes<T, W>::type>
 MIMO_FAST_INLINE void forward_range(const EpArgs<T>& a, int64_t b_begin, int64_t b_end) {
   const int K = a.K;
-  LaneBuf<V> L(tri(K)), dinv(K), x(K), col(ep::kInverseScratch * static_cast<size_t>(K)), var(K);
+  LaneBuf<V> L(tri(K)), dinv(K), x(K), col(ep::inverse_var_scratch<V>(K)), var(K);
   GroupIO<T, W> io(K);
   io.screening = a.screen != nullptr;
   std::vector<T> U, Z;
@@ -259,7 +259,7 @@ MIMO_FAST_INLINE void forward_range(const EpArgs<T>& a, int64_t b_begin, int64_t
     cholesky<T, W>(L.data(), dinv.data(), K, info);
     io.load(a.rhs, a.gam, K, x.data());
     solve<T, W>(L.data(), dinv.data(), K, x.data());
-    inverse_columns<T, W, false>(L.data(), dinv.data(), K, col.data(), var.data());
+    ep::inverse_var<T, W>(L.data(), dinv.data(), K, col.data(), var.data());
     io.store(x.data(), K, a.mean);
     io.store(var.data(), K, a.var);
     if (a.screen) io.write_screen(a.screen);
