@@ -256,9 +256,9 @@ MIMO_FAST_INLINE void forward_range(const EpArgs<T>& a, int64_t b_begin, int64_t
     const int64_t next = b0 + 2 * W <= b_end ? b0 + W : -1;
     io.load_system(a.gram, a.lam, L.data(), next);
     for (const T* p : {a.rhs, a.gam, a.lam}) io.prefetch_rows(p, next, K);
-    cholesky<T, W>(L.data(), dinv.data(), K, info);
     io.load(a.rhs, a.gam, K, x.data());
-    solve<T, W>(L.data(), dinv.data(), K, x.data());
+    cholesky<T, W>(L.data(), dinv.data(), K, info, x.data());  // with the forward sweep
+    solve<T, W, true>(L.data(), dinv.data(), K, x.data());
     ep::inverse_var<T, W>(L.data(), dinv.data(), K, col.data(), var.data());
     io.store(x.data(), K, a.mean);
     io.store(var.data(), K, a.var);

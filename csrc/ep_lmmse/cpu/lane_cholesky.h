@@ -195,6 +195,16 @@ MIMO_FAST_INLINE void cholesky_diag_block(V* L, V* dinv, int i, int32_t* info) {
   }
 }
 
+// y_i <- (y_i - sum_{k<i} L_ik y_k) / L_ii: row i of the forward substitution L y = b, once
+// y_0..y_{i-1} are final (the same operations, in the same order, as solve's forward sweep).
+template <typename T, int W, typename V = typename Lanes<T, W>::type>
+MIMO_FAST_INLINE void forward_row(const V* L, const V* dinv, int i, V* y) {
+  const V* Li = L + tri(i);
+  V s = y[i];
+  for (int k = 0; k < i; ++k) s -= Li[k] * y[k];
+  y[i] = s * dinv[i];
+}
+
 // Row-oriented (left-looking) Cholesky in place on the packed lower triangle; dinv = 1/L_ii.
 // Rows go in blocks of four (64-byte vectors: 32 registers) or two: their columns left of
 // the block's diagonal in register tiles (cholesky_rows4_block: 4 x 4, each load of the
@@ -203,8 +213,12 @@ MIMO_FAST_INLINE void cholesky_diag_block(V* L, V* dinv, int i, int32_t* info) {
 // factor from L2 at about one vector per FMA (B1024 K64 float, AVX-512, one core:
 // Cholesky 1.5 ms of a 4.0 ms forward). Summation order is the plain one (k ascending)
 // whatever the blocking, so results do not depend on it.
+// With y, the forward substitution L y = y runs along, each row block right after it is
+// factorised, while its rows are still in L1 (solve<..., true> then does only the backward
+// sweep): at K 64 the factor does not fit in L1, and a separate forward sweep streamed all
+// of it from L2 once more.
 template <typename T, int W, typename V = typename Lanes<T, W>::type>
-MIMO_FAST_INLINE void cholesky(V* L, V* dinv, int K, int32_t* info) {
+MIMO_FAST_INLINE void cholesky(V* L, V* dinv, int K, int32_t* info, V* y = nullptr) {
   constexpr int N = sizeof(V) == 64 ? 4 : 2;
   int i = 0;
   for (; i + N <= K; i += N) {
@@ -218,19 +232,20 @@ MIMO_FAST_INLINE void cholesky(V* L, V* dinv, int K, int32_t* info) {
       for (; j < i; j += 2) cholesky_rows2_block<T, W, 2>(L, dinv, Li, Li1, j);
     }
     cholesky_diag_block<T, W, N>(L, dinv, i, info);
+    if (y)
+      for (int r = 0; r < N; ++r) forward_row<T, W>(L, dinv, i + r, y);
   }
-  for (; i < K; ++i) cholesky_finish_row<T, W>(L, dinv, i, 0, info);
+  for (; i < K; ++i) {
+    cholesky_finish_row<T, W>(L, dinv, i, 0, info);
+    if (y) forward_row<T, W>(L, dinv, i, y);
+  }
 }
 
-// x <- A^{-1} x with A = L L^T.
-template <typename T, int W, typename V = typename Lanes<T, W>::type>
+// x <- A^{-1} x with A = L L^T; with forward_done, x already holds L^{-1} x (cholesky's y).
+template <typename T, int W, bool forward_done = false, typename V = typename Lanes<T, W>::type>
 MIMO_FAST_INLINE void solve(const V* L, const V* dinv, int K, V* x) {
-  for (int i = 0; i < K; ++i) {
-    const V* Li = L + tri(i);
-    V s = x[i];
-    for (int k = 0; k < i; ++k) s -= Li[k] * x[k];
-    x[i] = s * dinv[i];
-  }
+  if constexpr (!forward_done)
+    for (int i = 0; i < K; ++i) forward_row<T, W>(L, dinv, i, x);
   for (int i = K - 1; i >= 0; --i) {
     const V* Li = L + tri(i);
     const V xi = x[i] * dinv[i];
