@@ -82,9 +82,10 @@ def test_every_isa_path(disable, dtype, monkeypatch):
     and SSE2 lane widths are covered on an AVX-512 machine (on a CPU without AVX-512 the
     first two cases coincide). Full lane groups plus a remainder: the remainder of B 37 at
     K 33 goes one matrix at a time, the one at K 16 through a part-idle lane group; K 20
-    and 7 are not multiples of any lane count (the register transposes' partial blocks)."""
+    and 7 are not multiples of any lane count (the register transposes' partial blocks);
+    K 66 is a full lane group whose factor and inverse end on a partial row block."""
     monkeypatch.setenv("MIMO_FAST_CPU_DISABLE", disable)
-    for B, K in ((37, 16), (37, 33), (40, 20), (9, 7), (1, 1)):
+    for B, K in ((37, 16), (37, 33), (40, 20), (9, 7), (1, 1), (16, 66)):
         compare(make(B, K, dtype, seed=B + K), TOL[dtype])
 
 
