@@ -118,8 +118,9 @@ struct GroupIO {
   }
   // Prefetch the next group's rows of a (B, n) input (one block of W n elements), for the
   // same small groups as load_system's prefetch (see there).
+  MIMO_FAST_INLINE bool prefetches(int64_t next) const { return next >= 0 && int64_t(W) * K * K * sizeof(T) <= 32768; }
   MIMO_FAST_INLINE void prefetch_rows(const T* p, int64_t next, int n) const {
-    if (next < 0 || int64_t(W) * K * K * sizeof(T) > 32768) return;
+    if (!prefetches(next)) return;
     const char* q = reinterpret_cast<const char*>(p + next * n);
     for (size_t c = 0; c < size_t(W) * n * sizeof(T); c += 64) __builtin_prefetch(q + c, 0, 3);
   }
@@ -135,7 +136,7 @@ struct GroupIO {
   // the incoming lines share.
   MIMO_FAST_INLINE void load_system(const T* gram, const T* lam, V* L, int64_t next = -1) {
     const T* src[W];
-    const bool prefetch = next >= 0 && int64_t(W) * K * K * sizeof(T) <= 32768;
+    const bool prefetch = prefetches(next);
     for (int i = 0; i < K; ++i) {
       for (int l = 0; l < W; ++l) src[l] = l < nl ? gram + ((b0 + l) * K + i) * K : zeros.data();
       if (prefetch) {  // the next group's gram is one block: its i-th K-th, in address order
