@@ -3,6 +3,7 @@ fixed training set, weight decay, float64 training and the ``--preset`` defaults
 from __future__ import annotations
 
 import json
+import types
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ import torch
 from mimo_fast import cli
 from mimo_fast.train import presets
 from mimo_fast.train.data import BatchGenerator, DataConfig
-from mimo_fast.train.loop import TrainConfig
+from mimo_fast.train.loop import TrainConfig, Trainer
 
 
 def test_snr_ranges_per_user_count():
@@ -107,4 +108,28 @@ def test_every_preset_builds_a_valid_config():
                    train_set=a.get("train_set")).validate()
         TrainConfig(steps=a["steps"], batch=a["batch"], lr=a["lr"], val_every=a["val_every"],
                     patience=a["patience"], weight_decay=a.get("weight_decay", 0.0),
+                    lr_factor=a.get("lr_factor", 0.5), plateau_every=a.get("plateau_every", 1),
                     dtype=a.get("dtype", "float32")).validate()
+
+
+def test_gepnet_preset_follows_the_authors_code():
+    """Nt law P(k) ∝ k and ReduceLROnPlateau(0.91, patience 0) stepped every 50 epochs."""
+    a = presets.find("published", "gepnet").args
+    assert a["nt_dist"] == "proportional" and a["nt_min"] == 4 and a["nt_step"] == 4
+    vals, p = DataConfig(nr=8, nt=8, nt_min=4, nt_step=4, nt_dist="proportional").user_counts()
+    assert vals.tolist() == [4, 8] and p.tolist() == pytest.approx([1 / 3, 2 / 3])
+    assert (a["lr_factor"], a["patience"], a["plateau_every"], a["val_every"]) == (0.91, 0, 50, 781)
+
+
+def test_plateau_every_steps_the_scheduler_on_every_nth_validation():
+    seen = []
+    fake = types.SimpleNamespace(val_every=10, cfg=TrainConfig(plateau_every=3),
+                                 sched=types.SimpleNamespace(step=seen.append))
+    for n in range(1, 11):                      # validations 1..10 at steps 10..100
+        fake.step = 10 * n
+        Trainer.on_scheduled(fake, float(n))
+    assert seen == [1.0, 4.0, 7.0, 10.0]
+    assert "plateau_every" not in TrainConfig().to_dict()       # older checkpoints still resume
+    assert TrainConfig(plateau_every=50).to_dict()["plateau_every"] == 50
+    with pytest.raises(ValueError, match="plateau_every"):
+        TrainConfig(plateau_every=0).validate()

@@ -80,6 +80,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--val-every", type=int, default=100, help="validate and checkpoint every N steps")
     p.add_argument("--val-batches", type=int, default=4, help="validation batches (of --batch) per rank")
     p.add_argument("--patience", type=int, default=5, help="plateau: validations without improvement")
+    p.add_argument("--plateau-every", type=int, default=1, metavar="N",
+                   help="plateau: the scheduler sees every N-th validation only, the 1st, (N+1)-th, ... "
+                        "(default 1; the GEPNet recipe: 50 epochs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, metavar="DIR", help="run folder (checkpoints, log, weights)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -180,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
         data_cfg.validate()
         cfg = loop.TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, val_every=args.val_every,
                                val_batches=args.val_batches, patience=args.patience, lr_factor=args.lr_factor,
+                               plateau_every=args.plateau_every,
                                min_lr=args.min_lr, plateau_metric=args.plateau_metric, seed=args.seed,
                                clip_grad=args.clip_grad, weight_decay=args.weight_decay, dtype=args.dtype)
         cfg.validate()

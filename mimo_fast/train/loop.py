@@ -62,13 +62,16 @@ class TrainConfig:
     clip_grad: Optional[float] = None   # max global gradient norm (None: no clipping)
     weight_decay: float = 0.0      # Adam's L2 term (torch.optim.Adam weight_decay)
     dtype: str = "float32"         # parameters and batches: "float32" or "float64"
+    #: the plateau scheduler sees validations 1, 1 + N, 1 + 2N, ... only (the GEPNet authors'
+    #: code steps it every 50 epochs); every validation is still logged and can be the best
+    plateau_every: int = 1
 
     #: options added later: left out of ``to_dict`` at these defaults, so older checkpoints resume
-    _LATER = {"clip_grad": None, "weight_decay": 0.0, "dtype": "float32"}
+    _LATER = {"clip_grad": None, "weight_decay": 0.0, "dtype": "float32", "plateau_every": 1}
     DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
     def validate(self) -> None:
-        for name in ("steps", "batch", "val_every", "val_batches"):
+        for name in ("steps", "batch", "val_every", "val_batches", "plateau_every"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
@@ -418,7 +421,10 @@ class Trainer(Loop):
         return val[self.cfg.plateau_metric]
 
     def on_scheduled(self, metric: float) -> None:
-        self.sched.step(metric)
+        # validation n = step / val_every (1-based) reaches the scheduler when (n - 1) % plateau_every
+        # == 0: a function of the step, so a resumed run makes the same decisions
+        if (self.step // self.val_every - 1) % self.cfg.plateau_every == 0:
+            self.sched.step(metric)
 
     def log_line(self, val: dict, train_loss: float) -> dict:
         return {"step": self.step, "loss": train_loss, "lr": self.lr(), "val_loss": val["loss"],
