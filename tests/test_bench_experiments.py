@@ -14,7 +14,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 WHERE = {"e2e_constellation_headroom": ROOT / "experiments" / "e2e_constellation_headroom",
          "e2e_points_pullback": ROOT / "experiments" / "e2e_points_pullback",
          "gepnet_hard_examples": ROOT / "experiments" / "gepnet_hard_examples",
-         "gepnet_learning_curve": ROOT / "tools"}
+         "gepnet_learning_curve": ROOT / "tools",
+         "authors_train_acc": ROOT / "experiments" / "gepnet_published"}
 
 
 def script(name):
@@ -88,3 +89,36 @@ def test_learning_curve_evaluates_snapshots_once(tmp_path):
     m.main(args)
     assert json.loads(out.read_text())["points"] == json.loads(before)["points"]
     assert (tmp_path / "c.png").stat().st_size > 0
+
+
+def test_authors_train_acc_measures_the_authors_metric(tmp_path):
+    """The comparison with the GEPNet authors' training log: their batch mix (1/3 of batches
+    4 users, 2/3 8 users) of per-user-count SERs, cached per snapshot, a reference model, a plot."""
+    from mimo_fast import comm
+    from mimo_fast.detect import REGISTRY
+    from mimo_fast.detect.learned import weights
+    m = script("authors_train_acc")
+    assert m.authors_ser(0.5)["epochs"] == [0, 0] and m.authors_ser(32.0)["epochs"] == [30, 34]
+    assert m.authors_ser(500) is None
+    torch.manual_seed(0)
+    model = REGISTRY["gepnet"](comm.qam(16), nr=8, nt=8, iterations=2, rounds=1, loss="final").double()
+    (tmp_path / "run" / "snapshots").mkdir(parents=True)
+    weights.save(model, tmp_path / "run" / "snapshots" / "step_00000010.safetensors")
+    weights.save(model, tmp_path / "ref.safetensors")
+    out = tmp_path / "a.json"
+    args = [str(tmp_path / "run"), "--steps", "10", "--samples", "60", "--batch", "30", "--json", str(out),
+            "--png", str(tmp_path / "a.png"), "--reference", "same model", str(tmp_path / "ref.safetensors")]
+    assert m.main(args) == 0
+    res = json.loads(out.read_text())
+    pt = res["points"]["10"]
+    assert pt["samples_seen"] == 1280 and pt["authors"]["epochs"] == [0, 0]
+    for rule in ("ser_posterior_mean", "ser_argmax"):
+        r = pt[rule]
+        assert r["batch_mix"] == pytest.approx((r["nt4"] + 2 * r["nt8"]) / 3)
+        assert 0.0 <= r["nt4"] <= 1.0 and 0.0 <= r["nt8"] <= 1.0
+    # the reference is the same model on the same draws: the same numbers
+    assert res["references"]["same model"] == {k: v for k, v in pt.items() if k in res["references"]["same model"]}
+    assert (tmp_path / "a.png").stat().st_size > 0
+    before = out.read_text()
+    m.main(args)                                    # cached: nothing measured again
+    assert json.loads(out.read_text())["points"] == json.loads(before)["points"]
