@@ -58,15 +58,18 @@ MIMO_FAST_INLINE void transpose_block(V* r) {
   lane_detail::transpose_stages<W, W / 2>(r);
 }
 
-// out[j][l] = src[l][j] for j < n and every lane l (src[l]: n elements, any alignment).
-template <typename T, int W, typename V = typename Lanes<T, W>::type>
-MIMO_FAST_INLINE void rows_to_lanes(const T* const* src, int n, V* out) {
+// f(j, column j) for j < n, where lane l of column j is src[l][j] (src[l]: n elements, any
+// alignment): each W x W block is transposed in registers and handed over column by column,
+// so a caller that consumes the columns at once (ep_lmmse's load_system) never stores and
+// reloads them (K16: 910 -> 730 ns per group of 16 matrices).
+template <typename T, int W, typename F, typename V = typename Lanes<T, W>::type>
+MIMO_FAST_INLINE void rows_to_lanes_each(const T* const* src, int n, F&& f) {
   V r[W];
   int j0 = 0;
   for (; j0 + W <= n; j0 += W) {
     for (int l = 0; l < W; ++l) r[l] = load_u<V>(src[l] + j0);
     transpose_block<T, W>(r);
-    for (int q = 0; q < W; ++q) out[j0 + q] = r[q];
+    for (int q = 0; q < W; ++q) f(j0 + q, r[q]);
   }
   if (j0 < n) {  // the last n - j0 < W columns, zero-padded
     const int m = n - j0;
@@ -75,8 +78,14 @@ MIMO_FAST_INLINE void rows_to_lanes(const T* const* src, int n, V* out) {
       std::memcpy(&r[l], src[l] + j0, sizeof(T) * m);
     }
     transpose_block<T, W>(r);
-    for (int q = 0; q < m; ++q) out[j0 + q] = r[q];
+    for (int q = 0; q < m; ++q) f(j0 + q, r[q]);
   }
+}
+
+// out[j][l] = src[l][j] for j < n and every lane l.
+template <typename T, int W, typename V = typename Lanes<T, W>::type>
+MIMO_FAST_INLINE void rows_to_lanes(const T* const* src, int n, V* out) {
+  rows_to_lanes_each<T, W>(src, n, [out](int j, V v) __attribute__((always_inline)) { out[j] = v; });
 }
 
 // dst[l][j] = in[j][l] for j < n and every lane l: the inverse of rows_to_lanes.
