@@ -9,8 +9,12 @@ decision rule (and, beside it, the detector's own argmax decision), so a snapsho
 after n samples can be set against the authors' epoch n / 100,000::
 
     python experiments/gepnet_published/authors_train_acc.py experiments/gepnet_published/run \\
-        --steps 5000 10000 15000 20000 25000 30000 --samples 40000 \\
-        --json experiments/gepnet_published/authors_train_acc.json
+        --steps 1000 2000 5000 10000 20000 30000 --samples 40000 \\
+        --json experiments/gepnet_published/authors_train_acc.json --png authors_train_acc.png \\
+        [--reference LABEL WEIGHTS]
+
+Their epoch figure is the mean of per-batch SERs, each batch of one user count, so the
+figure to compare is ``batch_mix = (SER_4 + 2 SER_8) / 3``, not the symbol-weighted mix.
 
 The authors' figures are copied into ``AUTHORS`` as numbers (their log's epochs, not code).
 """
@@ -24,7 +28,7 @@ import time
 import torch
 
 from mimo_fast.detect.learned import weights
-from mimo_fast.detect.learned.gnn import pam_targets
+from mimo_fast.detect.learned.gnn import moments, pam_targets
 from mimo_fast.train.data import VAL_STREAM, BatchGenerator, DataConfig
 
 #: 1 - trainAcc of the authors' log (reports/GEPNet_8X[4 8]_16QAM/reportHPC.txt, epochs 0-488),
@@ -59,9 +63,10 @@ def measure(det, samples: int, seed: int, batch: int) -> dict:
         b = gen(n)
         y, H = b.y.to(torch.complex128), b.H.to(torch.complex128)
         nv = b.noise_var.to(torch.float64)
-        lg = det._run(y, H, nv, b.mask)[-1]                       # (n, 2Nt, 4) final readout
-        p = lg.softmax(-1)
-        x_hat = (p * levels).sum(-1)                                # posterior mean per real node
+        # the final iteration's per-real-node PAM logits (n, 2Nt, 4): the public forward gives
+        # the QAM points' log-probabilities, the authors' rule reads the real nodes
+        lg = det._run(y, H, nv, b.mask)[-1]
+        x_hat, _ = moments(lg.softmax(-1), levels)                  # posterior mean per real node
         dec = {"mean": (x_hat[..., None] - levels).abs().argmin(-1),  # nearest PAM level
                "arg": lg.argmax(-1)}
         tgt = pam_targets(torch.where(b.mask, b.x_idx, 0), det)

@@ -61,7 +61,7 @@ MIMO_FAST_INLINE void transpose_block(V* r) {
 // f(j, column j) for j < n, where lane l of column j is src[l][j] (src[l]: n elements, any
 // alignment): each W x W block is transposed in registers and handed over column by column,
 // so a caller that consumes the columns at once (ep_lmmse's load_system) never stores and
-// reloads them (K16: 910 -> 730 ns per group of 16 matrices).
+// reloads them.
 template <typename T, int W, typename F, typename V = typename Lanes<T, W>::type>
 MIMO_FAST_INLINE void rows_to_lanes_each(const T* const* src, int n, F&& f) {
   V r[W];
