@@ -149,12 +149,40 @@ struct GroupIO {
         for (size_t c = bytes * i / K & ~size_t(63); c < bytes * (i + 1) / K; c += 64) __builtin_prefetch(p + c, 0, 3);
       }
       V* Li = L + tri(i);
-      const bool screen = screening;
-      rows_to_lanes_each<T, W>(src, K, [&](int j, V v) __attribute__((always_inline)) {
-        if (screen) (j & 1 ? s1 : s0) += v;
+      auto put = [&](int j, V v) __attribute__((always_inline)) {
         if (j < i) Li[j] = T(0.5) * (Li[j] + v);
         else if (j == i) Li[i] = v;
         else L[tri(j) + i] = v;
+      };
+      rows_to_lanes_blocks<T, W>(src, K, [&](int j0, const V* r, int m) __attribute__((always_inline)) {
+        if (m < W) {  // the zero-padded last block (W does not divide K)
+          for (int q = 0; q < m; ++q) {
+            if (screening) ((j0 + q) & 1 ? s1 : s0) += r[q];
+            put(j0 + q, r[q]);
+          }
+          return;
+        }
+        if (screening) {
+#pragma GCC unroll 16
+          for (int q = 0; q < W; q += 2) {
+            s0 += r[q];
+            s1 += r[q + 1];
+          }
+        }
+        if (j0 + W <= i) {  // left of the diagonal: finish (i, j)
+#pragma GCC unroll 16
+          for (int q = 0; q < W; ++q) Li[j0 + q] = T(0.5) * (Li[j0 + q] + r[q]);
+        } else if (j0 > i) {  // right of it: park g_ij at (j, i), rows j0.. of column i
+          V* p = L + tri(j0) + i;
+#pragma GCC unroll 16
+          for (int q = 0; q < W; ++q) {
+            *p = r[q];
+            p += j0 + q + 1;
+          }
+        } else {
+#pragma GCC unroll 16
+          for (int q = 0; q < W; ++q) put(j0 + q, r[q]);
+        }
       });
     }
     sum += s0 + s1;
