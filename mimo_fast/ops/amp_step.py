@@ -15,6 +15,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from mimo_fast.ops import eager
 from mimo_fast.ops import registry
 from mimo_fast.ops import validate as V
 
@@ -54,13 +55,15 @@ def _check_values(H, y, x, v, z_prev, V_prev, noise_var) -> None:
                  [("noise_var", noise_var, True), ("v", v, False), ("V_prev", V_prev, False)])
 
 
-@torch.library.custom_op("mimo_fast::amp_step", mutates_args=())
-def _op(H: Tensor, y: Tensor, x: Tensor, v: Tensor, z_prev: Tensor, V_prev: Tensor,
-        noise_var: Tensor, backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _forward(H: Tensor, y: Tensor, x: Tensor, v: Tensor, z_prev: Tensor, V_prev: Tensor,
+             noise_var: Tensor, backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     check(H, y, x, v, z_prev, V_prev, noise_var)
     _check_values(H, y, x, v, z_prev, V_prev, noise_var)
     impl = registry.resolve(OP, backend, (H, y)).ops[OP]
     return tuple(impl.forward(H, y, x, v, z_prev, V_prev, noise_var))
+
+
+_op = torch.library.custom_op("mimo_fast::amp_step", mutates_args=())(_forward)
 
 
 @_op.register_fake
@@ -130,4 +133,5 @@ def amp_step(H: Tensor, y: Tensor, x: Tensor, v: Tensor, z_prev: Tensor, V_prev:
         real = torch.float32 if H.dtype == torch.complex64 else torch.float64
         noise_var = torch.full((H.shape[0],), float(noise_var), dtype=real, device=H.device)
     V.tensor("noise_var", noise_var, OP)
-    return _op(H, y, x, v, z_prev, V_prev, noise_var, registry.backend_arg(backend))
+    run = _forward if eager.direct(H, y, x, v, z_prev, V_prev, noise_var) else _op
+    return run(H, y, x, v, z_prev, V_prev, noise_var, registry.backend_arg(backend))

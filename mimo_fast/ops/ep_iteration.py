@@ -35,6 +35,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from mimo_fast.ops import eager
 from mimo_fast.ops import registry
 from mimo_fast.ops import validate as V
 from mimo_fast.ops.ep_lmmse import NotPositiveDefiniteError
@@ -130,10 +131,9 @@ def _present(*named):
 
 
 # ----------------------------------------------------------------- ep_cavity
-@torch.library.custom_op("mimo_fast::ep_cavity", mutates_args=())
-def _cavity_op(gram: Tensor, rhs: Tensor, lam: Tensor, gam: Tensor, levels: Optional[Tensor],
-               log_prior: Optional[Tensor], updates: int, damping: float, v_min: float, backend: str,
-               check_errors: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _cavity_forward(gram: Tensor, rhs: Tensor, lam: Tensor, gam: Tensor, levels: Optional[Tensor],
+                    log_prior: Optional[Tensor], updates: int, damping: float, v_min: float, backend: str,
+                    check_errors: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     check_cavity(gram, rhs, lam, gam, levels, log_prior, updates, damping, v_min)
     if V.value_checks_enabled():
         V.values(CAVITY, _present(("gram", gram), ("rhs", rhs), ("lam", lam), ("gam", gam),
@@ -143,6 +143,9 @@ def _cavity_op(gram: Tensor, rhs: Tensor, lam: Tensor, gam: Tensor, levels: Opti
     if check_errors:
         _raise_on_failure(info)
     return x, v, mu, Sigma, info
+
+
+_cavity_op = torch.library.custom_op("mimo_fast::ep_cavity", mutates_args=())(_cavity_forward)
 
 
 @_cavity_op.register_fake
@@ -213,16 +216,16 @@ def ep_cavity(gram: Tensor, rhs: Tensor, lam: Tensor, gam: Tensor, *, v_min: flo
     """
     for name, t in (("gram", gram), ("rhs", rhs), ("lam", lam), ("gam", gam)):
         V.tensor(name, t, CAVITY)
-    x, v, _, _, _ = _cavity_op(gram, rhs, lam, gam, levels, log_prior, updates, damping, v_min,
-                               registry.backend_arg(backend), True)
+    run = _cavity_forward if eager.direct(gram, rhs, lam, gam, levels, log_prior) else _cavity_op
+    x, v, _, _, _ = run(gram, rhs, lam, gam, levels, log_prior, updates, damping, v_min,
+                        registry.backend_arg(backend), True)
     return x, v
 
 
 # ----------------------------------------------------------------- ep_update
-@torch.library.custom_op("mimo_fast::ep_update", mutates_args=())
-def _update_op(x_obs: Tensor, v_obs: Tensor, lam: Tensor, gam: Tensor, levels: Tensor,
-               log_prior: Optional[Tensor], logits: Optional[Tensor], keep: Optional[Tensor],
-               damping: float, v_min: float, backend: str) -> tuple[Tensor, Tensor]:
+def _update_forward(x_obs: Tensor, v_obs: Tensor, lam: Tensor, gam: Tensor, levels: Tensor,
+                    log_prior: Optional[Tensor], logits: Optional[Tensor], keep: Optional[Tensor],
+                    damping: float, v_min: float, backend: str) -> tuple[Tensor, Tensor]:
     check_update(x_obs, v_obs, lam, gam, levels, log_prior, logits, keep, damping, v_min)
     if V.value_checks_enabled():
         V.values(UPDATE, _present(("x_obs", x_obs), ("v_obs", v_obs), ("lam", lam), ("gam", gam),
@@ -231,6 +234,9 @@ def _update_op(x_obs: Tensor, v_obs: Tensor, lam: Tensor, gam: Tensor, levels: T
     impl = registry.resolve(UPDATE, backend, (x_obs, v_obs)).ops[UPDATE]
     lam_new, gam_new = impl.forward(x_obs, v_obs, lam, gam, levels, log_prior, logits, keep, damping, v_min)
     return lam_new, gam_new
+
+
+_update_op = torch.library.custom_op("mimo_fast::ep_update", mutates_args=())(_update_forward)
 
 
 @_update_op.register_fake
@@ -298,5 +304,5 @@ def ep_update(x_obs: Tensor, v_obs: Tensor, lam: Tensor, gam: Tensor, levels: Te
     """
     for name, t in (("x_obs", x_obs), ("v_obs", v_obs), ("lam", lam), ("gam", gam), ("levels", levels)):
         V.tensor(name, t, UPDATE)
-    return _update_op(x_obs, v_obs, lam, gam, levels, log_prior, logits, keep, damping, v_min,
-                      registry.backend_arg(backend))
+    run = _update_forward if eager.direct(x_obs, v_obs, lam, gam, levels, log_prior, logits, keep) else _update_op
+    return run(x_obs, v_obs, lam, gam, levels, log_prior, logits, keep, damping, v_min, registry.backend_arg(backend))

@@ -15,6 +15,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from mimo_fast.ops import eager
 from mimo_fast.ops import registry
 from mimo_fast.ops import validate as V
 
@@ -70,9 +71,8 @@ def raise_on_failure(info: Tensor) -> None:
             batch_index=b, order=order)
 
 
-@torch.library.custom_op("mimo_fast::ep_lmmse", mutates_args=())
-def _op(gram: Tensor, rhs: Tensor, lam: Tensor, gam: Tensor, backend: str,
-        check_errors: bool) -> tuple[Tensor, Tensor, Tensor]:
+def _forward(gram: Tensor, rhs: Tensor, lam: Tensor, gam: Tensor, backend: str,
+             check_errors: bool) -> tuple[Tensor, Tensor, Tensor]:
     check(gram, rhs, lam, gam)
     impl = registry.resolve(OP, backend, (gram, rhs)).ops[OP]
     if V.value_checks_enabled() and getattr(impl.forward, "screens_values", False):
@@ -89,6 +89,9 @@ def _op(gram: Tensor, rhs: Tensor, lam: Tensor, gam: Tensor, backend: str,
     if check_errors:
         raise_on_failure(info)
     return mean, var, info
+
+
+_op = torch.library.custom_op("mimo_fast::ep_lmmse", mutates_args=())(_forward)
 
 
 @_op.register_fake
@@ -133,7 +136,8 @@ _op.register_autograd(_backward, setup_context=_setup_context)
 def _call(gram, rhs, lam, gam, backend, check_errors):
     for name, t in (("gram", gram), ("rhs", rhs), ("lam", lam), ("gam", gam)):
         V.tensor(name, t, OP)
-    return _op(gram, rhs, lam, gam, registry.backend_arg(backend), check_errors)
+    run = _forward if eager.direct(gram, rhs, lam, gam) else _op
+    return run(gram, rhs, lam, gam, registry.backend_arg(backend), check_errors)
 
 
 def ep_lmmse(gram: Tensor, rhs: Tensor, lam: Tensor, gam: Tensor, *,

@@ -23,6 +23,7 @@ from typing import List, NamedTuple, Optional, Protocol
 import torch
 from torch import Tensor
 
+from mimo_fast.ops import eager
 from mimo_fast.ops import registry
 from mimo_fast.ops import validate as V
 
@@ -219,13 +220,15 @@ def _impl(backend: str, tensors: tuple, out_act: str):
     return registry.resolve(OP, backend, tensors, "" if out_act == "none" else out_act).ops[OP]
 
 
-@torch.library.custom_op("mimo_fast::mpnn_message_sum", mutates_args=())
-def _op(node: Tensor, edge: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor,
-        w3: Tensor, b3: Tensor, mask: Optional[Tensor], out_act: str, backend: str) -> Tensor:
+def _forward(node: Tensor, edge: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor,
+             w3: Tensor, b3: Tensor, mask: Optional[Tensor], out_act: str, backend: str) -> Tensor:
     check(node, edge, w1, b1, w2, b2, w3, b3, mask, out_act)
     _check_values(node, edge, w1, b1, w2, b2, w3, b3)
     tensors = (node, edge, w1, b1, w2, b2, w3, b3)
     return forward(_impl(backend, tensors, out_act), *tensors, mask, out_act)
+
+
+_op = torch.library.custom_op("mimo_fast::mpnn_message_sum", mutates_args=())(_forward)
 
 
 @_op.register_fake
@@ -297,4 +300,5 @@ def mpnn_message_sum(node: Tensor, edge: Tensor, w1: Tensor, b1: Tensor, w2: Ten
         V.tensor("mask", mask, OP)
     if not isinstance(out_act, str) or out_act not in OUT_ACTS:
         raise ValueError(f"{OP}: out_act must be one of {OUT_ACTS}, got {out_act!r}")
-    return _op(node, edge, w1, b1, w2, b2, w3, b3, mask, out_act, registry.backend_arg(backend))
+    run = _forward if eager.direct(node, edge, w1, b1, w2, b2, w3, b3, mask) else _op
+    return run(node, edge, w1, b1, w2, b2, w3, b3, mask, out_act, registry.backend_arg(backend))
