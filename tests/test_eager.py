@@ -4,6 +4,7 @@ custom op's function directly; it must give what the custom op gives, and every 
 from __future__ import annotations
 
 import sys
+import warnings
 
 import pytest
 import torch
@@ -145,6 +146,16 @@ def test_compile_traces_the_op():
     got = torch.compile(ops.ep_lmmse, fullgraph=True, backend="eager")(gram, rhs, lam, gam)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_jit_trace_records_the_op():
+    gram, rhs, lam, gam = _samples("ep_lmmse")[0].args
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.trace itself, in torch 2.13
+        traced = torch.jit.trace(lambda g, r, l, m: ops.ep_lmmse(g, r, l, m)[0], (gram, rhs, lam, gam),
+                                 check_trace=False)
+    assert "mimo_fast::ep_lmmse" in str(traced.graph)
 
 
 def test_errors_are_the_same_on_both_paths(monkeypatch):

@@ -8,9 +8,11 @@ call (0.74 -> 0.67 ms, medians of six interleaved runs) and 56 us at B1024 K64 (
 2.86 ms).
 
 A call needs none of that routing when nothing is watching: no autograd graph to record, no
-tracing or compiling, no mode, transform or profiler, and plain CPU tensors. Then each op's
-public function calls the same function the custom op wraps (same checks, same kernels, same
-outputs); in every other case it goes through the custom op as before.
+tracing (``torch.jit.trace``) or compiling, no mode, transform (``vmap``, ``torch.func``) or
+profiler, and plain CPU tensors. Then each op's public function calls the same function the
+custom op wraps (same checks, same kernels, same outputs); in every other case it goes
+through the custom op as before. Forward-mode AD (``torch.autograd.forward_ad``) behaves the
+same on both paths: the ops define no forward derivative.
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ enabled = True
 
 def direct(*tensors: Tensor | None) -> bool:
     """True when a call on ``tensors`` (None entries skipped) may bypass the dispatcher."""
-    if not (enabled and AVAILABLE) or torch.compiler.is_compiling():
+    if not (enabled and AVAILABLE) or torch.compiler.is_compiling() or torch.jit.is_tracing():
         return False
     if _dispatch_modes() or _function_modes() or _transforms() is not None or _profiler._is_profiler_enabled:
         return False
