@@ -2,7 +2,8 @@
 // vectors and back, W x W blocks transposed in registers. A scalar element-by-element
 // copy costs about two cycles per element and dominated the lane kernels' time at
 // K >= 16 (ep_lmmse: 3.5 of 6.5 ms at B1024 K64); this is one vector load or store per
-// W elements plus W log2(W) two-input shuffles per W x W block.
+// W elements plus W log2(W) two-input shuffles per W x W block (loading: two half-width
+// loads per vector and W (log2(W) - 1) shuffles).
 #pragma once
 #include <cstring>
 #include <type_traits>
