@@ -1,6 +1,7 @@
 """The ops' eager path (mimo_fast/ops/eager.py): a no-grad call on plain CPU tensors runs the
 custom op's function directly; it must give what the custom op gives, and every watcher
-(autograd, compile, modes, vmap, the profiler, tensor subclasses) must still see the op."""
+(autograd, compile, modes, vmap, the profiler, tensor subclasses) must still see the op.
+Forward-mode AD, which neither path supports, is refused on both."""
 from __future__ import annotations
 
 import sys
@@ -171,3 +172,20 @@ def test_errors_are_the_same_on_both_paths(monkeypatch):
         with pytest.raises(ops.NotPositiveDefiniteError) as err:
             ops.ep_lmmse(indefinite, rhs, lam, gam)
         assert err.value.batch_index == 1
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # torch's own dual tensors
+@pytest.mark.parametrize("name", list(OPS))
+def test_forward_mode_ad_is_refused(name):
+    """Without the refusal a dual input came back without a tangent and without an error."""
+    import torch.autograd.forward_ad as fwAD
+
+    fn = OPS[name][0]
+    sample = _samples(name)[0]
+    i = next(k for k, a in enumerate(sample.args) if isinstance(a, torch.Tensor) and a.is_floating_point())
+    with fwAD.dual_level():
+        args = list(sample.args)
+        args[i] = fwAD.make_dual(args[i], torch.ones_like(args[i]))
+        with pytest.raises(NotImplementedError, match="forward-mode AD"):
+            fn(*args, **sample.kwargs)
+        _run(fn, sample)  # plain inputs inside a dual level still run

@@ -11,8 +11,8 @@ A call needs none of that routing when nothing is watching: no autograd graph to
 tracing (``torch.jit.trace``) or compiling, no mode, transform (``vmap``, ``torch.func``) or
 profiler, and plain CPU tensors. Then each op's public function calls the same function the
 custom op wraps (same checks, same kernels, same outputs); in every other case it goes
-through the custom op as before. Forward-mode AD (``torch.autograd.forward_ad``) behaves the
-same on both paths: the ops define no forward derivative.
+through the custom op as before. Forward-mode AD (``torch.autograd.forward_ad``) is refused
+before either path (``validate.no_forward_ad``): the ops define no forward derivative.
 """
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ import threading
 from typing import Iterator, Optional, Sequence
 
 import torch
+import torch.autograd.forward_ad as _forward_ad
 
 from mimo_fast import _ext
 from mimo_fast.ops import native
@@ -66,6 +67,20 @@ def ndim(name: str, t: torch.Tensor, n: int, op: str, names: Sequence[str]) -> N
 def positive_size(name: str, value: int, what: str, op: str) -> None:
     if value < 1:
         raise ValueError(f"{op}: {name} must have at least one {what}, got {value}")
+
+
+def no_forward_ad(op: str, *tensors) -> None:
+    """Refuse forward-mode AD (``torch.autograd.forward_ad`` dual tensors): the ops register
+    no forward derivative, and a custom op then returns its outputs without tangents and
+    without an error. ``None`` entries are skipped; outside a ``dual_level`` this is one
+    integer compare."""
+    if _forward_ad._current_level < 0:
+        return
+    for t in tensors:
+        if isinstance(t, torch.Tensor) and _forward_ad.unpack_dual(t).tangent is not None:
+            raise NotImplementedError(
+                f"{op}: forward-mode AD (torch.autograd.forward_ad) is not supported: the op has no "
+                "forward derivative. Use reverse mode (backward() or torch.autograd.grad).")
 
 
 _TRUSTED = threading.local()
