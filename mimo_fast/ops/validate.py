@@ -74,7 +74,7 @@ def no_forward_ad(op: str, *tensors) -> None:
     no forward derivative, and a custom op then returns its outputs without tangents and
     without an error. ``None`` entries are skipped; outside a ``dual_level`` this is one
     integer compare."""
-    if _forward_ad._current_level < 0:
+    if getattr(_forward_ad, "_current_level", -1) < 0:  # private; a torch without it: no check
         return
     for t in tensors:
         if isinstance(t, torch.Tensor) and _forward_ad.unpack_dual(t).tangent is not None:
