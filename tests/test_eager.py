@@ -17,18 +17,18 @@ from mimo_fast.ops import eager
 
 import op_samples as S
 
-OPS = {  # name: (public function, module holding the custom op, its attribute, samples, kwargs)
-    "ep_lmmse": (ops.ep_lmmse, "mimo_fast.ops.ep_lmmse", "_op", S._ep_samples, {}),
-    "ep_cavity": (S.ep_cavity_fn, "mimo_fast.ops.ep_iteration", "_cavity_op", S._ep_cavity_samples, None),
-    "ep_update": (S.ep_update_fn, "mimo_fast.ops.ep_iteration", "_update_op", S._ep_update_samples, None),
-    "amp_step": (ops.amp_step, "mimo_fast.ops.amp_step", "_op", S._amp_samples, {}),
-    "mpnn_message_sum": (ops.mpnn_message_sum, "mimo_fast.ops.mpnn_message_sum", "_op", S._mpnn_samples, None),
+OPS = {  # name: (public function, module holding the custom op, its attribute, samples)
+    "ep_lmmse": (ops.ep_lmmse, "mimo_fast.ops.ep_lmmse", "_op", S._ep_samples),
+    "ep_cavity": (S.ep_cavity_fn, "mimo_fast.ops.ep_iteration", "_cavity_op", S._ep_cavity_samples),
+    "ep_update": (S.ep_update_fn, "mimo_fast.ops.ep_iteration", "_update_op", S._ep_update_samples),
+    "amp_step": (ops.amp_step, "mimo_fast.ops.amp_step", "_op", S._amp_samples),
+    "mpnn_message_sum": (ops.mpnn_message_sum, "mimo_fast.ops.mpnn_message_sum", "_op", S._mpnn_samples),
 }
 
 
 def _calls(name, monkeypatch):
     """Count the calls that reach the custom op of ``name``."""
-    fn, module, attr, _, _ = OPS[name]
+    fn, module, attr, _ = OPS[name]
     mod = sys.modules[module]
     real = getattr(mod, attr)
     count = []

@@ -133,6 +133,5 @@ def amp_step(H: Tensor, y: Tensor, x: Tensor, v: Tensor, z_prev: Tensor, V_prev:
         real = torch.float32 if H.dtype == torch.complex64 else torch.float64
         noise_var = torch.full((H.shape[0],), float(noise_var), dtype=real, device=H.device)
     V.tensor("noise_var", noise_var, OP)
-    V.no_forward_ad(OP, H, y, x, v, z_prev, V_prev, noise_var)
-    run = _forward if eager.direct(H, y, x, v, z_prev, V_prev, noise_var) else _op
+    run = eager.pick(OP, _forward, _op, H, y, x, v, z_prev, V_prev, noise_var)
     return run(H, y, x, v, z_prev, V_prev, noise_var, registry.backend_arg(backend))

@@ -12,13 +12,15 @@ tracing (``torch.jit.trace``) or compiling, no mode, transform (``vmap``, ``torc
 profiler, and plain CPU tensors. Then each op's public function calls the same function the
 custom op wraps (same checks, same kernels, same outputs); in every other case it goes
 through the custom op as before. Forward-mode AD (``torch.autograd.forward_ad``) is refused
-before either path (``validate.no_forward_ad``): the ops define no forward derivative.
+before either path (:func:`pick`): the ops define no forward derivative.
 """
 from __future__ import annotations
 
 import torch
 import torch.autograd.profiler as _profiler
 from torch import Tensor
+
+from mimo_fast.ops import validate as V
 
 try:  # private torch hooks; without them (another torch) every call takes the dispatcher
     _dispatch_modes = torch._C._len_torch_dispatch_stack
@@ -48,3 +50,12 @@ def direct(*tensors: Tensor | None) -> bool:
         if type(t) not in _PLAIN or not t.is_cpu or (grad and t.requires_grad):
             return False
     return True
+
+
+def pick(op: str, forward, custom_op, *tensors: Tensor | None):
+    """What an op's public function calls: ``forward`` (the function ``custom_op`` wraps)
+    when :func:`direct`, else ``custom_op``. Dual tensors of forward-mode AD are refused first
+    (:func:`~mimo_fast.ops.validate.no_forward_ad`): neither path has a forward derivative."""
+    V.no_forward_ad(op, *tensors)
+    return forward if direct(*tensors) else custom_op
+

@@ -216,8 +216,7 @@ def ep_cavity(gram: Tensor, rhs: Tensor, lam: Tensor, gam: Tensor, *, v_min: flo
     """
     for name, t in (("gram", gram), ("rhs", rhs), ("lam", lam), ("gam", gam)):
         V.tensor(name, t, CAVITY)
-    V.no_forward_ad(CAVITY, gram, rhs, lam, gam, levels, log_prior)
-    run = _cavity_forward if eager.direct(gram, rhs, lam, gam, levels, log_prior) else _cavity_op
+    run = eager.pick(CAVITY, _cavity_forward, _cavity_op, gram, rhs, lam, gam, levels, log_prior)
     x, v, _, _, _ = run(gram, rhs, lam, gam, levels, log_prior, updates, damping, v_min,
                         registry.backend_arg(backend), True)
     return x, v
@@ -305,6 +304,5 @@ def ep_update(x_obs: Tensor, v_obs: Tensor, lam: Tensor, gam: Tensor, levels: Te
     """
     for name, t in (("x_obs", x_obs), ("v_obs", v_obs), ("lam", lam), ("gam", gam), ("levels", levels)):
         V.tensor(name, t, UPDATE)
-    V.no_forward_ad(UPDATE, x_obs, v_obs, lam, gam, levels, log_prior, logits)
-    run = _update_forward if eager.direct(x_obs, v_obs, lam, gam, levels, log_prior, logits, keep) else _update_op
+    run = eager.pick(UPDATE, _update_forward, _update_op, x_obs, v_obs, lam, gam, levels, log_prior, logits, keep)
     return run(x_obs, v_obs, lam, gam, levels, log_prior, logits, keep, damping, v_min, registry.backend_arg(backend))

@@ -136,8 +136,7 @@ _op.register_autograd(_backward, setup_context=_setup_context)
 def _call(gram, rhs, lam, gam, backend, check_errors):
     for name, t in (("gram", gram), ("rhs", rhs), ("lam", lam), ("gam", gam)):
         V.tensor(name, t, OP)
-    V.no_forward_ad(OP, gram, rhs, lam, gam)
-    run = _forward if eager.direct(gram, rhs, lam, gam) else _op
+    run = eager.pick(OP, _forward, _op, gram, rhs, lam, gam)
     return run(gram, rhs, lam, gam, registry.backend_arg(backend), check_errors)
 
 

@@ -300,6 +300,5 @@ def mpnn_message_sum(node: Tensor, edge: Tensor, w1: Tensor, b1: Tensor, w2: Ten
         V.tensor("mask", mask, OP)
     if not isinstance(out_act, str) or out_act not in OUT_ACTS:
         raise ValueError(f"{OP}: out_act must be one of {OUT_ACTS}, got {out_act!r}")
-    V.no_forward_ad(OP, node, edge, w1, b1, w2, b2, w3, b3)
-    run = _forward if eager.direct(node, edge, w1, b1, w2, b2, w3, b3, mask) else _op
+    run = eager.pick(OP, _forward, _op, node, edge, w1, b1, w2, b2, w3, b3, mask)
     return run(node, edge, w1, b1, w2, b2, w3, b3, mask, out_act, registry.backend_arg(backend))

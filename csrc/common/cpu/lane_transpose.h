@@ -24,7 +24,15 @@ namespace lane_detail {
 // integer mask vector of the same size (MIMO_FAST_FORCE_BUILTIN_SHUFFLE tests that path).
 #if (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)) && !defined(MIMO_FAST_FORCE_BUILTIN_SHUFFLE)
 #define MIMO_FAST_SHUFFLE(V, a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#define MIMO_FAST_HALF_LOADS 1  // see rows_to_lanes_blocks
+// The W-lane vector (a, b) of two W/2-lane halves (__builtin_shuffle cannot widen, and a
+// memcpy join measured slower than the plain loads: without it the half loads are off).
+template <typename V, typename H, int... P>
+MIMO_FAST_INLINE V concat(H a, H b, std::integer_sequence<int, P...>) {
+  return __builtin_shufflevector(a, b, P...);
+}
 #else
+#define MIMO_FAST_HALF_LOADS 0
 template <typename V> struct ShuffleMask {
   typedef decltype(+V{}[0]) T;
   typedef typename std::conditional<sizeof(T) == 4, int, long long>::type I;
@@ -51,22 +59,6 @@ MIMO_FAST_INLINE void transpose_stages(V* r) {
   }
 }
 
-// The W-lane vector (a, b) of two W/2-lane halves: only with __builtin_shufflevector
-// (__builtin_shuffle cannot widen; a memcpy join measured slower than the plain loads).
-#if (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)) && !defined(MIMO_FAST_FORCE_BUILTIN_SHUFFLE)
-constexpr bool kHalfLoads = true;
-template <typename V, typename H, int... P>
-MIMO_FAST_INLINE V concat(H a, H b, std::integer_sequence<int, P...>) {
-  return __builtin_shufflevector(a, b, P...);
-}
-#else
-constexpr bool kHalfLoads = false;
-template <typename V, typename H, int... P>
-MIMO_FAST_INLINE V concat(H, H, std::integer_sequence<int, P...>) {
-  return V{};  // never called: rows_to_lanes_blocks checks kHalfLoads
-}
-#endif
-
 }  // namespace lane_detail
 
 // r[0..W-1]: rows of a W x W block -> its columns, in place.
@@ -86,7 +78,8 @@ MIMO_FAST_INLINE void rows_to_lanes_blocks(const T* const* src, int n, F&& f) {
   int j0 = 0;
   for (; j0 + W <= n; j0 += W) {
     V r[W];
-    if constexpr (W >= 4 && lane_detail::kHalfLoads) {
+#if MIMO_FAST_HALF_LOADS
+    if constexpr (W >= 4) {
       // The first stage (H = W/2) done by the loads: r[l] = (low half of row l, low half of
       // row l + W/2), r[l + W/2] = the high halves, each a half-width load plus one insert
       // from memory (which need not use the shuffle port, unlike the stage's two-input
@@ -102,7 +95,9 @@ MIMO_FAST_INLINE void rows_to_lanes_blocks(const T* const* src, int n, F&& f) {
         r[l + h] = lane_detail::concat<V>(a1, b1, std::make_integer_sequence<int, W>{});
       }
       lane_detail::transpose_stages<W, W / 4>(r);
-    } else {
+    } else
+#endif
+    {
 #pragma GCC unroll 16
       for (int l = 0; l < W; ++l) r[l] = load_u<V>(src[l] + j0);
       transpose_block<T, W>(r);
