@@ -94,7 +94,11 @@ def test_mean_only_gradient_path():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_not_positive_definite(dtype):
+@pytest.mark.parametrize("disable", ["", "avx512", "avx512,avx2"], ids=["auto", "avx2", "sse2"])
+def test_not_positive_definite(dtype, disable, monkeypatch):
+    """A failed pivot in some lanes of a group, at every lane width (the pivot's all-lanes
+    test, lanes.h lane_all, reads 16-, 32- and 64-byte comparisons)."""
+    monkeypatch.setenv("MIMO_FAST_CPU_DISABLE", disable)
     gram, rhs, lam, gam = make(13, 6, dtype, seed=5)
     gram[2] = -torch.eye(6, dtype=dtype)              # fails at order 1
     gram[9, 3, 3] = -50.0                             # fails at order 4

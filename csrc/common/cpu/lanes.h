@@ -97,6 +97,34 @@ MIMO_FAST_INLINE V lane_sqrt(const V& x) {
   return r;
 }
 
+// True when every lane of a lane comparison (-1 or 0 per lane, e.g. `d > T(0)`) is set: the
+// AND of its halves, halved down to eight bytes. GCC compiled `for (l) all &= m[l] != 0` to
+// one extract, test and set per lane (16 for AVX-512 float), at every Cholesky pivot.
+// (Overloads, not a recursive template: GCC drops the vector attribute of a typedef used
+// as a template argument.)
+namespace lane_detail {
+typedef int64_t I64x2 __attribute__((vector_size(16)));
+typedef int64_t I64x4 __attribute__((vector_size(32)));
+typedef int64_t I64x8 __attribute__((vector_size(64)));
+template <typename H, typename F>
+MIMO_FAST_INLINE H and_halves(const F& v) {
+  H lo, hi;
+  __builtin_memcpy(&lo, &v, sizeof(H));
+  __builtin_memcpy(&hi, reinterpret_cast<const char*>(&v) + sizeof(H), sizeof(H));
+  return lo & hi;
+}
+}  // namespace lane_detail
+template <typename M>
+MIMO_FAST_INLINE bool lane_all(const M& m) {
+  using namespace lane_detail;
+  I64x2 v;
+  if constexpr (sizeof(M) == 64) v = and_halves<I64x2>(and_halves<I64x4>(m));
+  else if constexpr (sizeof(M) == 32) v = and_halves<I64x2>(m);
+  else __builtin_memcpy(&v, &m, 16);
+  static_assert(sizeof(M) == 16 || sizeof(M) == 32 || sizeof(M) == 64, "lane vectors are 16, 32 or 64 bytes");
+  return (v[0] & v[1]) == -1;
+}
+
 // Unaligned vector load/store from scalar memory.
 template <typename V, typename T>
 MIMO_FAST_INLINE V load_u(const T* p) {

@@ -123,10 +123,8 @@ MIMO_FAST_INLINE void cholesky_rows4_block(V* L, const V* dinv, int i, int j) {
 template <typename T, int W, typename V = typename Lanes<T, W>::type>
 MIMO_FAST_INLINE void cholesky_pivot(V* L, V* dinv, int i, const V& d_in, int32_t* info) {
   const auto ok = d_in > T(0);  // lane mask: -1 where the pivot is > 0 (false for NaN)
-  bool all_ok = true;
-  for (int l = 0; l < W; ++l) all_ok &= ok[l] != 0;
   V d = d_in;
-  if (!all_ok) {
+  if (!lane_all(ok)) {
     for (int l = 0; l < W; ++l)
       if (!ok[l]) {
         if (info[l] == 0) info[l] = i + 1;
@@ -253,11 +251,27 @@ MIMO_FAST_INLINE void cholesky(V* L, V* dinv, int K, int32_t* info, V* y = nullp
 }
 
 // x <- A^{-1} x with A = L L^T; with forward_done, x already holds L^{-1} x (cholesky's y).
+// The backward sweep (x_i <- x_i / L_ii, then x_k -= L_ik x_i for k < i) takes rows four at
+// a time: each x_k is loaded and stored once per four rows and takes their four updates in
+// the same order as row by row, so x is bitwise the same.
 template <typename T, int W, bool forward_done = false, typename V = typename Lanes<T, W>::type>
 MIMO_FAST_INLINE void solve(const V* L, const V* dinv, int K, V* x) {
   if constexpr (!forward_done)
     for (int i = 0; i < K; ++i) forward_row<T, W>(L, dinv, i, x);
-  for (int i = K - 1; i >= 0; --i) {
+  int i = K - 1;
+  for (; i >= 3; i -= 4) {
+    const V *L0 = L + tri(i), *L1 = L + tri(i - 1), *L2 = L + tri(i - 2), *L3 = L + tri(i - 3);
+    const V x0 = x[i] * dinv[i];
+    const V x1 = (x[i - 1] - L0[i - 1] * x0) * dinv[i - 1];
+    const V x2 = ((x[i - 2] - L0[i - 2] * x0) - L1[i - 2] * x1) * dinv[i - 2];
+    const V x3 = (((x[i - 3] - L0[i - 3] * x0) - L1[i - 3] * x1) - L2[i - 3] * x2) * dinv[i - 3];
+    x[i] = x0;
+    x[i - 1] = x1;
+    x[i - 2] = x2;
+    x[i - 3] = x3;
+    for (int k = 0; k < i - 3; ++k) x[k] = (((x[k] - L0[k] * x0) - L1[k] * x1) - L2[k] * x2) - L3[k] * x3;
+  }
+  for (; i >= 0; --i) {
     const V* Li = L + tri(i);
     const V xi = x[i] * dinv[i];
     x[i] = xi;
@@ -349,7 +363,7 @@ MIMO_FAST_INLINE void inverse_column_block(const V* L, const V* dinv, int K, V* 
 // once per four rows. Column c starts at k = c; sums run k ascending, as in
 // inverse_column_block, so X is bitwise the same.
 template <typename T, int W, typename V = typename Lanes<T, W>::type>
-MIMO_FAST_INLINE void inverse_rows4_block(const V* L, const V* dinv, V* X, int i, int j) {
+MIMO_FAST_INLINE void inverse_rows4_block(const V* L, const V* dinv, V* X, V* var, int i, int j) {
   const V* Lr[4];
   V s[4][4];
 #pragma GCC unroll 4
@@ -382,9 +396,19 @@ MIMO_FAST_INLINE void inverse_rows4_block(const V* L, const V* dinv, V* X, int i
 #pragma GCC unroll 4
     for (int q = 0; q < 4; ++q) {
 #pragma GCC unroll 4
-      for (int p = 0; p < r; ++p) s[r][q] += Lr[r][i + p] * X[tri(i + p) + j + q];
-      X[tri(i + r) + j + q] = s[r][q] * m;
+      for (int p = 0; p < r; ++p) s[r][q] += Lr[r][i + p] * s[p][q];  // s[p][q] = X_{i+p, j+q}
+      s[r][q] = s[r][q] * m;
+      X[tri(i + r) + j + q] = s[r][q];
     }
+  }
+  // var[c] += X_ic^2 for these rows, in row order (see inverse_var_rows), while they are
+  // in registers.
+#pragma GCC unroll 4
+  for (int q = 0; q < 4; ++q) {
+    V v = var[j + q];
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; ++r) v += s[r][q] * s[r][q];
+    var[j + q] = v;
   }
 }
 
@@ -400,7 +424,7 @@ MIMO_FAST_INLINE void inverse_var_rows(const V* L, const V* dinv, int K, V* X, V
     const int R = K - i < 4 ? K - i : 4;
     int j = 0;
     if (R == 4)
-      for (; j + 4 <= i; j += 4) inverse_rows4_block<T, W>(L, dinv, X, i, j);
+      for (; j + 4 <= i; j += 4) inverse_rows4_block<T, W>(L, dinv, X, var, i, j);
     for (int r = 0; r < R; ++r) {  // the columns left: one dot each
       const V* Li = L + tri(i + r);
       V* Xi = X + tri(i + r);
@@ -411,9 +435,9 @@ MIMO_FAST_INLINE void inverse_var_rows(const V* L, const V* dinv, int K, V* X, V
       }
       Xi[i + r] = dinv[i + r];
     }
-    for (int r = 0; r < R; ++r) {
+    for (int r = 0; r < R; ++r) {  // columns j.. (the tiles added their squares)
       const V* Xi = X + tri(i + r);
-      for (int c = 0; c < i + r; ++c) var[c] += Xi[c] * Xi[c];
+      for (int c = j; c < i + r; ++c) var[c] += Xi[c] * Xi[c];
       var[i + r] = Xi[i + r] * Xi[i + r];
     }
   }
