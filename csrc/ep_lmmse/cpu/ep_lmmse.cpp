@@ -132,8 +132,9 @@ struct GroupIO {
   // rhs/gam/lam: it then arrives during this group's factorisation instead of stalling the
   // next load. B4096 K16 float, one core, median of 8 interleaved runs: forward 0.80 ->
   // 0.69 ms (distances of 2-8 groups, L2 and NTA hints were no better or slower). At K 64
-  // (256 KB groups) prefetching measured slower: the factor is bound by L2 bandwidth, which
-  // the incoming lines share.
+  // (256 KB groups) the same prefetch, spread over this group's load, measured slower (the
+  // lines compete with the load's own); bigger groups are prefetched during the factor and
+  // inverse instead (forward_range, ep::prefetch_steps).
   //
   // The columns come a transposed W x W block at a time, still in registers
   // (rows_to_lanes_blocks), and each block is wholly left of the diagonal, wholly right of it
@@ -298,9 +299,14 @@ MIMO_FAST_INLINE void forward_range(const EpArgs<T>& a, int64_t b_begin, int64_t
     io.load_system(a.gram, a.lam, L.data(), next);
     for (const T* p : {a.rhs, a.gam, a.lam}) io.prefetch_rows(p, next, K);
     io.load(a.rhs, a.gam, K, x.data());
-    cholesky<T, W>(L.data(), dinv.data(), K, info, x.data());  // with the forward sweep
+    // Groups too big for load_system's own prefetch (K >= 23 in float) prefetch the next
+    // group's gram during this group's factor and inverse (see ep::prefetch_steps).
+    LinePrefetch pf;
+    if (next >= 0 && !io.prefetches(next))
+      pf = LinePrefetch(a.gram + next * K * K, size_t(W) * K * K * sizeof(T), ep::prefetch_steps<V>(K));
+    cholesky<T, W>(L.data(), dinv.data(), K, info, x.data(), &pf);  // with the forward sweep
     solve<T, W, true>(L.data(), dinv.data(), K, x.data());
-    ep::inverse_var<T, W>(L.data(), dinv.data(), K, col.data(), var.data());
+    ep::inverse_var<T, W>(L.data(), dinv.data(), K, col.data(), var.data(), &pf);
     io.store(x.data(), K, a.mean);
     io.store(var.data(), K, a.var);
     if (a.screen) io.write_screen(a.screen);
