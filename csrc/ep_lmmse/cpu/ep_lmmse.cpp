@@ -136,12 +136,15 @@ struct GroupIO {
   // lines compete with the load's own); bigger groups are prefetched during the factor and
   // inverse instead (forward_range, ep::prefetch_steps).
   // Where the time goes at K 32, 64, 128 (Zen 4, session 13): the W rows read at once sit a
-  // multiple of 4 KB apart, so all W lines fall in one L1 set (8 ways): a C++ microbenchmark
-  // of this loop on an L2-resident group takes ~135 TSC cycles per 16 x 16 block, ~60 with the
-  // matrices one line further apart (K 48: 58). Copying the next group's gram to such a
-  // padded stride during the factor and inverse cut this phase by a quarter but slowed them
-  // by more (B1024 K64: -0.6M, +1.2M TSC cycles per call). For scale, a transpose without
-  // vpermt2ps gained 0.5-1% of the op, and dropping this phase's stores into L altogether 2-4%.
+  // multiple of 4 KB apart, so all W lines fall in one L1 set (8 ways): this loop alone on an
+  // L2-resident group (experiments/ep_lmmse_load_sets/) takes 115-205 TSC cycles per 16 x 16
+  // block at K 64, 60-107 with the matrices one line further apart. Not fixed; tried, B1024
+  // K64 unless said:
+  // copying the next group's gram to such a padded stride during the factor and inverse cut
+  // this phase by a quarter but slowed them by more (-0.6M, +1.2M TSC cycles per call);
+  // reading the rows eight lanes at a time (8-lane transposes into the halves of L's
+  // vectors) moved the op by -3% to +3% (K 32, 64, 128); a transpose without vpermt2ps
+  // gained 0.5-1%; for scale, dropping this phase's stores into L altogether gained 2-4%.
   //
   // The columns come a transposed W x W block at a time, still in registers
   // (rows_to_lanes_blocks), and each block is wholly left of the diagonal, wholly right of it
