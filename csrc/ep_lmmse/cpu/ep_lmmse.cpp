@@ -138,13 +138,12 @@ struct GroupIO {
   // Where the time goes at K 32, 64, 128 (Zen 4, session 13): the W rows read at once sit a
   // multiple of 4 KB apart, so all W lines fall in one L1 set (8 ways): this loop alone on an
   // L2-resident group (experiments/ep_lmmse_load_sets/) takes 115-205 TSC cycles per 16 x 16
-  // block at K 64, 60-107 with the matrices one line further apart. Not fixed; tried, B1024
-  // K64 unless said:
-  // copying the next group's gram to such a padded stride during the factor and inverse cut
-  // this phase by a quarter but slowed them by more (-0.6M, +1.2M TSC cycles per call);
-  // reading the rows eight lanes at a time (8-lane transposes into the halves of L's
-  // vectors) moved the op by -3% to +3% (K 32, 64, 128); a transpose without vpermt2ps
-  // gained 0.5-1%; for scale, dropping this phase's stores into L altogether gained 2-4%.
+  // block at K 64, 60-107 with the matrices one line further apart. Not fixed. Tried (B1024
+  // K64 unless said): copying the next group's gram to such a padded stride during the
+  // factor and inverse cut this phase by a quarter but slowed them by more (-0.6M, +1.2M TSC
+  // cycles per call); reading the rows eight lanes at a time (8-lane transposes into the
+  // halves of L's vectors) moved the op by -3% to +3% (K 32, 64, 128); a transpose without
+  // vpermt2ps gained 0.5-1%; for scale, dropping this phase's stores into L altogether 2-4%.
   //
   // The columns come a transposed W x W block at a time, still in registers
   // (rows_to_lanes_blocks), and each block is wholly left of the diagonal, wholly right of it
@@ -295,6 +294,7 @@ MIMO_FAST_INLINE void forward_range(const EpArgs<T>& a, int64_t b_begin, int64_t
   GroupIO<T, W> io(K);
   io.screening = a.screen != nullptr;
   std::vector<T> U, Z;
+  const int64_t pf_steps = ep::prefetch_steps<V>(K);  // see the prefetch below
   for (int64_t b0 = b_begin; b0 < b_end; b0 += W) {
     const int nl = static_cast<int>(std::min<int64_t>(W, b_end - b0));
     if (2 * nl < W && K >= 32) {  // mostly idle lanes: one matrix at a time is faster
@@ -313,7 +313,7 @@ MIMO_FAST_INLINE void forward_range(const EpArgs<T>& a, int64_t b_begin, int64_t
     // group's gram during this group's factor and inverse (see ep::prefetch_steps).
     LinePrefetch pf;
     if (next >= 0 && !io.prefetches(next))
-      pf = LinePrefetch(a.gram + next * K * K, size_t(W) * K * K * sizeof(T), ep::prefetch_steps<V>(K));
+      pf = LinePrefetch(a.gram + next * K * K, size_t(W) * K * K * sizeof(T), pf_steps);
     cholesky<T, W>(L.data(), dinv.data(), K, info, x.data(), &pf);  // with the forward sweep
     solve<T, W, true>(L.data(), dinv.data(), K, x.data());
     ep::inverse_var<T, W>(L.data(), dinv.data(), K, col.data(), var.data(), &pf);
