@@ -48,6 +48,19 @@ def test_compile_fullgraph(sample, backend):
     check_compile(FN, sample, backend)
 
 
+@pytest.mark.parametrize("backend", all_backends(ep_sample("jac", 3, 6, torch.float64)))
+def test_autograd_jacobian_of_mean_is_the_inverse(backend):
+    # torch.autograd.functional.jacobian (reverse mode, one backward per output) is the
+    # documented way to Jacobians while torch.func.jacrev/grad reject custom ops with
+    # registered autograd (docs/errors.md): d mean / d rhs = A^{-1} per matrix.
+    s = ep_sample("jac", 3, 6, torch.float64)
+    gram, rhs, lam, gam = s.args
+    J = torch.autograd.functional.jacobian(lambda r: FN(gram, r, lam, gam, backend=backend)[0], rhs)
+    A = (gram + gram.mT) / 2 + torch.diag_embed(lam)
+    per_matrix = torch.stack([J[b, :, b, :] for b in range(rhs.shape[0])])
+    torch.testing.assert_close(per_matrix, torch.linalg.inv(A))
+
+
 def test_gram_gradient_is_symmetric():
     s = ep_sample("sym", 2, 4, torch.float64)
     gram = s.args[0].clone().requires_grad_()
