@@ -89,6 +89,50 @@ def test_every_isa_path(disable, dtype, monkeypatch):
         compare(make(B, K, dtype, seed=B + K), TOL[dtype])
 
 
+def guarded(t):
+    """A copy of t that ends exactly where an unreadable page begins, so a load past its last
+    element faults (the partial blocks' masked loads must not make one). None where the
+    platform cannot protect a page."""
+    import ctypes
+    import mmap
+    import sys
+    if not sys.platform.startswith("linux"):
+        return None
+    nbytes, page = t.numel() * t.element_size(), mmap.PAGESIZE
+    pages = -(-nbytes // page)
+    mm = mmap.mmap(-1, (pages + 1) * page)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(mm))
+    if ctypes.CDLL(None, use_errno=True).mprotect(ctypes.c_void_p(base + pages * page), page, 0) != 0:
+        return None
+    g = torch.frombuffer(mm, dtype=t.dtype, count=t.numel(), offset=pages * page - nbytes).view(t.shape)
+    g.copy_(t)
+    return g
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("disable", ["", "avx512", "avx512,avx2"], ids=["auto", "avx2", "sse2"])
+def test_partial_blocks_read_nothing_past_the_inputs(disable, dtype, monkeypatch):
+    """Every partial-block width (K 1..17 against 16/8/4 float or 8/4/2 double lanes), with
+    each input ending at an unreadable page: values and gradients match the reference, and
+    no load strays past an input's last element (it would fault)."""
+    monkeypatch.setenv("MIMO_FAST_CPU_DISABLE", disable)
+    for K in range(1, 18):
+        ins = make(18, K, dtype, seed=K)
+        gs = [guarded(t) for t in ins]
+        if any(g is None for g in gs):
+            pytest.skip("cannot protect a page here")
+        gm = torch.randn(ins[1].shape, generator=torch.Generator().manual_seed(K), dtype=dtype)
+        got = [g.requires_grad_() for g in gs]
+        want = [t.clone().requires_grad_() for t in ins]
+        outs = []
+        for ps, backend in ((got, "cpu"), (want, "reference")):
+            mean, var = ep_lmmse(*ps, backend=backend)
+            ((mean * gm).sum() + var.sum()).backward()
+            outs.append([mean, var] + [p.grad for p in ps])
+        for name, a, b in zip(("mean", "var", "g_gram", "g_rhs", "g_lam", "g_gam"), *outs):
+            assert rel(a, b) <= TOL[dtype], (K, name, rel(a, b))
+
+
 def test_mean_only_gradient_path():
     compare(make(9, 12, torch.float64, seed=4), TOL[torch.float64], gv_scale=0.0)
 

@@ -12,6 +12,9 @@ MPNN = {"S1": (1024, 16, 16, 2, 128, 64, 16), "S2": (256, 64, 8, 2, 16, 8, 8), "
 MPNN_VARIANTS = {"S1fo8": (1024, 16, 16, 2, 128, 64, 8)}
 #: name -> (B, K)
 EP = {"B4096-K16": (4096, 16), "B1024-K64": (1024, 64), "B64-K256": (64, 256)}
+#: variants only the CPU benchmark times (bench/bench_ep_lmmse.py): 4x4 and 6x6 complex
+#: MIMO, K not a multiple of the 16 AVX-512 float lanes (the transposes' partial blocks)
+EP_VARIANTS = {"B16384-K8": (16384, 8), "B8192-K12": (8192, 12)}
 #: name -> (B, M, N)
 AMP = {"B256-64x64": (256, 64, 64), "B16-1024x1024": (16, 1024, 1024)}
 #: small versions for `mimo-fast bench --quick` and smoke tests
