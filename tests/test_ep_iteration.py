@@ -120,6 +120,25 @@ def test_cpu_update_does_not_depend_on_threads(logits):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpu_cavity_lane_widths_agree(dtype, monkeypatch):
+    """ep_cavity's fused loop with AVX-512 lanes (16 float / 8 double) and with AVX2 lanes
+    (MIMO_FAST_CPU_DISABLE=avx512): each lane does the same arithmetic, so the bits agree,
+    and both match the reference. B is not a multiple of either width; K 7 ends the factor
+    on a partial row block."""
+    for B, K in ((37, 16), (21, 7)):
+        s = ep_cavity_sample("widths", B, K, 4, 3, dtype, seed=B + K)
+        if "cpu" not in backends_for("ep_cavity", s):
+            pytest.skip("no cpu backend here")
+        outs = []
+        for disable in ("", "avx512"):
+            monkeypatch.setenv("MIMO_FAST_CPU_DISABLE", disable)
+            check_values(ep_cavity_fn, ep_cavity_oracle, s, "cpu")
+            outs.append(ep_cavity_fn(*s.args, **s.kwargs, backend="cpu"))
+        for a, b in zip(*outs):
+            assert torch.equal(a, b)
+
+
 def test_cpu_portable_path_matches(monkeypatch):
     """MIMO_FAST_CPU_PORTABLE=1: the SSE2 lane kernels (2/4 lanes, other exp rounding)."""
     for op, (fn, samples, oracle) in OPS.items():
