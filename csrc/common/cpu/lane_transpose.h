@@ -62,37 +62,33 @@ MIMO_FAST_INLINE void transpose_stages(V* r) {
 
 // The first m (0 < m < W) elements at p as a W-lane vector, zeros after, reading nothing past
 // p[m - 1]; store_first writes them back, touching nothing past p[m - 1]. On x86 these are
-// masked loads and stores (AVX-512: vmovups / vmovupd under a mask register; AVX2 loads:
-// vmaskmovps / pd); otherwise, and for AVX2 stores (microcoded on some AMD cores), a copy.
+// masked loads and stores (AVX-512: vmovups under a mask register; AVX2 loads: vmaskmovps);
+// otherwise, and for AVX2 stores (microcoded on some AMD cores), a copy.
 // A copy into a zeroed vector read back whole stalls on store forwarding (one wide load
 // over narrower stores): at K 8, where every row is one such remainder block, the AVX-512
 // float forward took 1.54 ms against 0.94 ms with AVX2 lanes (8 x 8 blocks, none left over),
 // B16384, one core, Zen 4. The asm operands name the whole vector's bytes so that the
 // compiler orders them with other accesses; only the first m are read or written.
+struct VectorBytes {  // sizeof(V) bytes, for asm memory operands
+  template <typename V>
+  using of = char[sizeof(V)];
+};
 template <typename T, int W, typename V = typename Lanes<T, W>::type>
 MIMO_FAST_INLINE V load_first(const T* p, int m) {
-  struct Bytes {
-    char c[sizeof(V)];
-  };
   V r;
 #if defined(__x86_64__) || defined(__i386__)
-  const Bytes& mem = *reinterpret_cast<const Bytes*>(p);
-  if constexpr (sizeof(V) == 64 && sizeof(T) == 4) {
-    const unsigned short k = static_cast<unsigned short>((1u << m) - 1);
+  // Masks count 32-bit elements whatever T is (a double is two), so one instruction serves both.
+  const int words = m * static_cast<int>(sizeof(T) / 4);
+  const auto& mem = *reinterpret_cast<const VectorBytes::of<V>*>(p);
+  if constexpr (sizeof(V) == 64) {
+    const unsigned short k = static_cast<unsigned short>((1u << words) - 1);
     asm("vmovups %1, %0%{%2%}%{z%}" : "=v"(r) : "m"(mem), "Yk"(k));
     return r;
-  } else if constexpr (sizeof(V) == 64) {
-    const unsigned char k = static_cast<unsigned char>((1u << m) - 1);
-    asm("vmovupd %1, %0%{%2%}%{z%}" : "=v"(r) : "m"(mem), "Yk"(k));
-    return r;
   } else if constexpr (sizeof(V) == 32) {
-    typedef typename std::conditional<sizeof(T) == 4, int32_t, int64_t>::type I;
-    typedef I IV __attribute__((vector_size(32)));
-    IV lane{};
-    for (int l = 0; l < W; ++l) lane[l] = l;
-    const IV mask = lane < static_cast<I>(m);
-    if constexpr (sizeof(T) == 4) asm("vmaskmovps %1, %2, %0" : "=x"(r) : "m"(mem), "x"(mask));
-    else asm("vmaskmovpd %1, %2, %0" : "=x"(r) : "m"(mem), "x"(mask));
+    typedef int32_t IV __attribute__((vector_size(32)));
+    const IV word{0, 1, 2, 3, 4, 5, 6, 7};
+    const IV mask = word < words;
+    asm("vmaskmovps %1, %2, %0" : "=x"(r) : "m"(mem), "x"(mask));
     return r;
   }
 #endif
@@ -103,17 +99,9 @@ MIMO_FAST_INLINE V load_first(const T* p, int m) {
 template <typename T, int W, typename V = typename Lanes<T, W>::type>
 MIMO_FAST_INLINE void store_first(T* p, const V& v, int m) {
 #if defined(__x86_64__) || defined(__i386__)
-  struct Bytes {
-    char c[sizeof(V)];
-  };
-  Bytes& mem = *reinterpret_cast<Bytes*>(p);
-  if constexpr (sizeof(V) == 64 && sizeof(T) == 4) {
-    const unsigned short k = static_cast<unsigned short>((1u << m) - 1);
-    asm("vmovups %1, %0%{%2%}" : "+m"(mem) : "v"(v), "Yk"(k));
-    return;
-  } else if constexpr (sizeof(V) == 64) {
-    const unsigned char k = static_cast<unsigned char>((1u << m) - 1);
-    asm("vmovupd %1, %0%{%2%}" : "+m"(mem) : "v"(v), "Yk"(k));
+  if constexpr (sizeof(V) == 64) {
+    const unsigned short k = static_cast<unsigned short>((1u << (m * static_cast<int>(sizeof(T) / 4))) - 1);
+    asm("vmovups %1, %0%{%2%}" : "+m"(*reinterpret_cast<VectorBytes::of<V>*>(p)) : "v"(v), "Yk"(k));
     return;
   }
 #endif

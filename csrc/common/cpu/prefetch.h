@@ -11,6 +11,8 @@
 
 namespace mimo_fast {
 
+// Locality: __builtin_prefetch's hint (2 = prefetcht1, into L2; 3 = prefetcht0, into L1).
+template <int Locality = 2>
 struct LinePrefetch {
   const char* p = nullptr;
   int64_t left = 0;  // lines not yet requested
@@ -25,7 +27,7 @@ struct LinePrefetch {
 
   MIMO_FAST_INLINE void step() {
     const int64_t n = per < left ? per : left;
-    for (int64_t c = 0; c < n; ++c) __builtin_prefetch(p + 64 * c, 0, 2);
+    for (int64_t c = 0; c < n; ++c) __builtin_prefetch(p + 64 * c, 0, Locality);
     p += 64 * n;
     left -= n;
   }

@@ -113,21 +113,10 @@ MIMO_FAST_INLINE void cavity_range(const CavityArgs<T>& a, int64_t b_begin, int6
   }
 }
 
-// AVX-512 lanes too (ep_update's kernels stop at AVX2 width): the `ep` detector's whole loop
-// runs here. One core, Zen 4, B4096, against the AVX2 lanes in the same process, same
-// decisions bit for bit: 32x32 QPSK 245 -> 197 ms, 8x8 16-QAM 17.3 -> 16.6 ms.
-MIMO_FAST_AVX512 void cav_avx512_f32(const CavityArgs<float>& a, int64_t b, int64_t e) {
-  cavity_range<float, 16>(a, b, e);
-}
-MIMO_FAST_AVX512 void cav_avx512_f64(const CavityArgs<double>& a, int64_t b, int64_t e) {
-  cavity_range<double, 8>(a, b, e);
-}
-MIMO_FAST_AVX2 void cav_avx2_f32(const CavityArgs<float>& a, int64_t b, int64_t e) { cavity_range<float, 8>(a, b, e); }
-MIMO_FAST_AVX2 void cav_avx2_f64(const CavityArgs<double>& a, int64_t b, int64_t e) {
-  cavity_range<double, 4>(a, b, e);
-}
-void cav_sse_f32(const CavityArgs<float>& a, int64_t b, int64_t e) { cavity_range<float, 4>(a, b, e); }
-void cav_sse_f64(const CavityArgs<double>& a, int64_t b, int64_t e) { cavity_range<double, 2>(a, b, e); }
+// Every lane width, AVX-512 included (ep_update's kernels stop at AVX2 width): the `ep`
+// detector's whole loop runs here. One core, Zen 4, B4096, AVX-512 against AVX2 lanes in the
+// same process, same decisions bit for bit: 32x32 QPSK 245 -> 197 ms, 8x8 16-QAM 17.3 -> 16.6 ms.
+MIMO_FAST_LANE_ENTRIES(cav, CavityArgs, cavity_range)
 
 constexpr Layout kCavity{"ep_cavity_forward", "gram rhs lam gam levels log_prior x_obs v_obs mu Sigma info",
                          "B K L updates damping v_min nthreads"};
@@ -155,11 +144,7 @@ void cavity_forward(const py::bytes& block) {
                     a.out<T>(cav::mu), a.out<T>(cav::Sigma), a.out<int32_t>(cav::info), B, static_cast<int>(K),
                     static_cast<int>(L), static_cast<int>(updates), static_cast<T>(a.f(cs::damping)),
                     static_cast<T>(a.f(cs::v_min))};
-    void (*fn)(const CavityArgs<T>&, int64_t, int64_t);
-    if constexpr (sizeof(T) == 4)
-      fn = isa == LaneIsa::avx512 ? cav_avx512_f32 : isa == LaneIsa::avx2 ? cav_avx2_f32 : cav_sse_f32;
-    else
-      fn = isa == LaneIsa::avx512 ? cav_avx512_f64 : isa == LaneIsa::avx2 ? cav_avx2_f64 : cav_sse_f64;
+    void (*fn)(const CavityArgs<T>&, int64_t, int64_t) = cav_for<T>(isa);
     py::gil_scoped_release release;
     // Whole groups of 16 vectors a chunk (the widest lane group); below ~2M lane-flops one
     // thread is faster.

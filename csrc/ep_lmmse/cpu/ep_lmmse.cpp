@@ -35,6 +35,7 @@
 #include "common/cpu/lane_transpose.h"
 #include "common/cpu/lanes.h"
 #include "common/cpu/parallel.h"
+#include "common/cpu/prefetch.h"
 #include "ep_lmmse/cpu/lane_cholesky.h"
 #include "ep_lmmse/cpu/single_cholesky.h"
 
@@ -154,15 +155,13 @@ struct GroupIO {
   // rows_to_lanes_blocks); an L2-resident batch: 12.0 -> 10.3 us per group.
   MIMO_FAST_INLINE void load_system(const T* gram, const T* lam, V* __restrict L, int64_t next = -1) {
     const T* src[W];
-    const bool prefetch = prefetches(next);
+    // the next group's gram is one block: a K-th of it per row, in address order, into L1
+    LinePrefetch<3> ahead;
+    if (prefetches(next)) ahead = LinePrefetch<3>(gram + next * K * K, size_t(W) * K * K * sizeof(T), K);
     V s0{}, s1{};
     for (int i = 0; i < K; ++i) {
       for (int l = 0; l < W; ++l) src[l] = l < nl ? gram + ((b0 + l) * K + i) * K : zeros.data();
-      if (prefetch) {  // the next group's gram is one block: its i-th K-th, in address order
-        const char* p = reinterpret_cast<const char*>(gram + next * K * K);
-        const size_t bytes = size_t(W) * K * K * sizeof(T);
-        for (size_t c = bytes * i / K & ~size_t(63); c < bytes * (i + 1) / K; c += 64) __builtin_prefetch(p + c, 0, 3);
-      }
+      ahead.step();
       V* Li = L + tri(i);
       auto put = [&](int j, V v) __attribute__((always_inline)) {
         if (j < i) Li[j] = T(0.5) * (Li[j] + v);
@@ -311,9 +310,9 @@ MIMO_FAST_INLINE void forward_range(const EpArgs<T>& a, int64_t b_begin, int64_t
     io.load(a.rhs, a.gam, K, x.data());
     // Groups too big for load_system's own prefetch (K >= 23 in float) prefetch the next
     // group's gram during this group's factor and inverse (see ep::prefetch_steps).
-    LinePrefetch pf;
+    LinePrefetch<> pf;
     if (next >= 0 && !io.prefetches(next))
-      pf = LinePrefetch(a.gram + next * K * K, size_t(W) * K * K * sizeof(T), pf_steps);
+      pf = LinePrefetch<>(a.gram + next * K * K, size_t(W) * K * K * sizeof(T), pf_steps);
     cholesky<T, W>(L.data(), dinv.data(), K, info, x.data(), &pf);  // with the forward sweep
     solve<T, W, true>(L.data(), dinv.data(), K, x.data());
     ep::inverse_var<T, W>(L.data(), dinv.data(), K, col.data(), var.data(), &pf);

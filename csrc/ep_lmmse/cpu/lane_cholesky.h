@@ -228,7 +228,7 @@ MIMO_FAST_INLINE void forward_row(const V* L, const V* dinv, int i, V* y) {
 // of it from L2 once more (B1024 K64 float, AVX-512, one core: factor + solve 0.91 -> 0.84
 // ms; same results bit for bit).
 template <typename T, int W, typename V = typename Lanes<T, W>::type>
-MIMO_FAST_INLINE void cholesky(V* L, V* dinv, int K, int32_t* info, V* y = nullptr, LinePrefetch* pf = nullptr) {
+MIMO_FAST_INLINE void cholesky(V* L, V* dinv, int K, int32_t* info, V* y = nullptr, LinePrefetch<>* pf = nullptr) {
   constexpr int N = sizeof(V) == 64 ? 4 : 2;
   int i = 0;
   for (; i + N <= K; i += N) {
@@ -426,7 +426,7 @@ MIMO_FAST_INLINE void inverse_rows4_block(const V* L, const V* dinv, V* X, V* va
 // it takes 0.81 ms against the column blocks' 0.88 ms, which stream L from L2 once per
 // eight columns.
 template <typename T, int W, typename V = typename Lanes<T, W>::type>
-MIMO_FAST_INLINE void inverse_var_rows(const V* L, const V* dinv, int K, V* X, V* var, LinePrefetch* pf = nullptr) {
+MIMO_FAST_INLINE void inverse_var_rows(const V* L, const V* dinv, int K, V* X, V* var, LinePrefetch<>* pf = nullptr) {
   for (int i = 0; i < K; i += 4) {
     const int R = K - i < 4 ? K - i : 4;
     int j = 0;
@@ -488,7 +488,7 @@ inline size_t inverse_var_scratch(int K) {
   return sizeof(V) == 64 ? static_cast<size_t>(tri(K)) : static_cast<size_t>(kInverseScratch) * K;
 }
 template <typename T, int W, typename V = typename Lanes<T, W>::type>
-MIMO_FAST_INLINE void inverse_var(const V* L, const V* dinv, int K, V* scratch, V* var, LinePrefetch* pf = nullptr) {
+MIMO_FAST_INLINE void inverse_var(const V* L, const V* dinv, int K, V* scratch, V* var, LinePrefetch<>* pf = nullptr) {
   if constexpr (sizeof(V) == 64) inverse_var_rows<T, W>(L, dinv, K, scratch, var, pf);
   else inverse_columns<T, W, false>(L, dinv, K, scratch, var);
 }
