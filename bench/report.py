@@ -54,8 +54,12 @@ def report_op(paths):
     data = load_runs(paths)
     mi = data["machine_info"]
     rows = defaultdict(dict)
+    paired = {}   # bench_ep_lmmse.py's test_ep_lmmse_paired: torch and cpu alternately
     for b in data["benchmarks"]:
         e = b["extra_info"]
+        if e["impl"] == "paired":
+            paired[(e["shape"], e["mode"])] = e
+            continue
         rows[(e["shape"], e["mode"])][e["impl"]] = (b["stats"]["median"], b["stats"]["min"], b["stats"]["rounds"])
     op = data["benchmarks"][0]["extra_info"]["op"]
     mf = mi.get("mimo_fast", {})
@@ -69,13 +73,25 @@ def report_op(paths):
              "whole scheduler slices when a core is taken, so medians are noisy and the min shows "
              "the uncontended speed\n")
     impls = sorted({i for r in rows.values() for i in r}, key=lambda i: (i == "cpu", i))
-    L.append("| shape | mode | " + " | ".join(impls) + " | " + " | ".join(f"cpu vs {i}" for i in impls if i != "cpu") + " |")
-    L.append("|---" * (2 + 2 * len(impls) - 1) + "|")
+    if rows:   # (none when only the paired test ran)
+        L.append("| shape | mode | " + " | ".join(impls) + " | " + " | ".join(f"cpu vs {i}" for i in impls if i != "cpu") + " |")
+        L.append("|---" * (2 + 2 * len(impls) - 1) + "|")
     for (shape, mode), r in rows.items():
         cells = [f"{r[i][0] * 1e3:.3g} / {r[i][1] * 1e3:.3g} [{r[i][2]}]" if i in r else "-" for i in impls]
         ratios = [f"{r[i][0] / r['cpu'][0]:.1f}x ({r[i][1] / r['cpu'][1]:.1f}x)" if i in r and "cpu" in r else "-"
                   for i in impls if i != "cpu"]
         L.append(f"| {shape} | {mode} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+    if paired:
+        L.append("\nPaired rounds (torch.linalg and cpu in alternating blocks in one loop, the first call "
+                 "after each switch not timed): median call of each side in ms, the ratio of the medians, "
+                 "and the quartiles of the per-round ratio (the round's torch call / the median of its cpu "
+                 "calls)\n")
+        L.append("| shape | mode | rounds | torch | cpu | cpu vs torch | per-round ratio q1 / median / q3 |")
+        L.append("|---|---|---|---|---|---|---|")
+        for (shape, mode), e in paired.items():
+            q = e["round_ratio_quartiles"]
+            L.append(f"| {shape} | {mode} | {e['rounds']} | {e['torch_ms']:.3g} | {e['cpu_ms']:.3g} | "
+                     f"{e['ratio_of_medians']:.1f}x | {q[0]:.1f}x / {q[1]:.1f}x / {q[2]:.1f}x |")
     return "\n".join(L) + "\n"
 
 
