@@ -1,8 +1,8 @@
 """ep_lmmse on the CPU, float32: the plain torch.linalg path (cholesky + cholesky_solve +
 cholesky_inverse diagonal; autograd for backward), backend 'reference' and backend 'cpu',
 forward and forward+backward. Answers are checked against the reference before timing.
-test_ep_lmmse_paired times torch.linalg and 'cpu' alternately in one loop (the ratio the
-issue's 20x targets are about, from the same seconds of a shared machine).
+test_ep_lmmse_paired times torch.linalg and 'cpu' alternately in one loop, so the forward
+speed-up at K16 and K64 comes from the same seconds of a shared machine.
 
     pytest bench/bench_ep_lmmse.py --benchmark-only --benchmark-json bench/results/<machine>/ep_lmmse_cpu.json
     python bench/report.py bench/results/<machine>/ep_lmmse_cpu.json > bench/results/<machine>/ep_lmmse_cpu.md
