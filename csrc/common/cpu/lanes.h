@@ -80,10 +80,14 @@ template <> struct Lanes<double, 2> { typedef double type __attribute__((vector_
 // nearby (seen: one edit elsewhere turned the K16 factor's pivots into 16 scalar roots and
 // the factor took 2.5x as long), hence the one instruction in asm. The operand's size picks
 // xmm/ymm/zmm; a 64-byte lane vector only exists inside the AVX-512 wrappers.
+// Clang checks an asm operand's size against the function the asm is written in, and these
+// templates have no target of their own: it rejects 32- and 64-byte operands (GCC checks
+// after inlining into the ISA wrapper). Clang builds therefore take the lane loop, which its
+// vectoriser turns into one vsqrtps / vsqrtpd inside each wrapper.
 template <typename T, int W, typename V = typename Lanes<T, W>::type>
 MIMO_FAST_INLINE V lane_sqrt(const V& x) {
   V r;
-#if defined(__x86_64__) || defined(__i386__)
+#if (defined(__x86_64__) || defined(__i386__)) && !defined(__clang__)
   if constexpr (sizeof(V) == 16) {
     if constexpr (sizeof(T) == 4) asm("sqrtps %1, %0" : "=x"(r) : "x"(x));
     else asm("sqrtpd %1, %0" : "=x"(r) : "x"(x));
