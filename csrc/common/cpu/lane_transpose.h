@@ -61,9 +61,10 @@ MIMO_FAST_INLINE void transpose_stages(V* r) {
 }
 
 // The first m (0 < m < W) elements at p as a W-lane vector, zeros after, reading nothing past
-// p[m - 1]; store_first writes them back, touching nothing past p[m - 1]. On x86 these are
-// masked loads and stores (AVX-512: vmovups under a mask register; AVX2 loads: vmaskmovps);
-// otherwise, and for AVX2 stores (microcoded on some AMD cores), a copy.
+// p[m - 1]; store_first writes them back, touching nothing past p[m - 1]. On x86 with GCC
+// these are masked loads and stores (AVX-512: vmovups under a mask register; AVX2 loads:
+// vmaskmovps); otherwise (other CPUs, clang: see lane_sqrt in lanes.h), and for AVX2 stores
+// (microcoded on some AMD cores), a copy.
 // A copy into a zeroed vector read back whole stalls on store forwarding (one wide load
 // over narrower stores): at K 8, where every row is one such remainder block, the AVX-512
 // float forward took 1.54 ms against 0.94 ms with AVX2 lanes (8 x 8 blocks, none left over),
@@ -76,7 +77,7 @@ struct VectorBytes {  // sizeof(V) bytes, for asm memory operands
 template <typename T, int W, typename V = typename Lanes<T, W>::type>
 MIMO_FAST_INLINE V load_first(const T* p, int m) {
   V r;
-#if (defined(__x86_64__) || defined(__i386__)) && !defined(__clang__)  // clang: see lane_sqrt (lanes.h)
+#if (defined(__x86_64__) || defined(__i386__)) && !defined(__clang__)
   // Masks count 32-bit elements whatever T is (a double is two), so one instruction serves both.
   const int words = m * static_cast<int>(sizeof(T) / 4);
   const auto& mem = *reinterpret_cast<const VectorBytes::of<V>*>(p);
@@ -98,7 +99,7 @@ MIMO_FAST_INLINE V load_first(const T* p, int m) {
 }
 template <typename T, int W, typename V = typename Lanes<T, W>::type>
 MIMO_FAST_INLINE void store_first(T* p, const V& v, int m) {
-#if (defined(__x86_64__) || defined(__i386__)) && !defined(__clang__)  // clang: see lane_sqrt (lanes.h)
+#if (defined(__x86_64__) || defined(__i386__)) && !defined(__clang__)
   if constexpr (sizeof(V) == 64) {
     const unsigned short k = static_cast<unsigned short>((1u << (m * static_cast<int>(sizeof(T) / 4))) - 1);
     asm("vmovups %1, %0%{%2%}" : "+m"(*reinterpret_cast<VectorBytes::of<V>*>(p)) : "v"(v), "Yk"(k));

@@ -83,7 +83,8 @@ template <> struct Lanes<double, 2> { typedef double type __attribute__((vector_
 // Clang checks an asm operand's size against the function the asm is written in, and these
 // templates have no target of their own: it rejects 32- and 64-byte operands (GCC checks
 // after inlining into the ISA wrapper). Clang builds therefore take the lane loop, which its
-// vectoriser turns into one vsqrtps / vsqrtpd inside each wrapper.
+// vectoriser turns into one vsqrtps / vsqrtpd inside each wrapper (clang 14: as many zmm
+// vsqrtps in the module as the GCC build has).
 template <typename T, int W, typename V = typename Lanes<T, W>::type>
 MIMO_FAST_INLINE V lane_sqrt(const V& x) {
   V r;
