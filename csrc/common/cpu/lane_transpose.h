@@ -77,7 +77,7 @@ struct VectorBytes {  // sizeof(V) bytes, for asm memory operands
 template <typename T, int W, typename V = typename Lanes<T, W>::type>
 MIMO_FAST_INLINE V load_first(const T* p, int m) {
   V r;
-#if (defined(__x86_64__) || defined(__i386__)) && !defined(__clang__)
+#if MIMO_FAST_LANE_ASM
   // Masks count 32-bit elements whatever T is (a double is two), so one instruction serves both.
   const int words = m * static_cast<int>(sizeof(T) / 4);
   const auto& mem = *reinterpret_cast<const VectorBytes::of<V>*>(p);
@@ -99,7 +99,7 @@ MIMO_FAST_INLINE V load_first(const T* p, int m) {
 }
 template <typename T, int W, typename V = typename Lanes<T, W>::type>
 MIMO_FAST_INLINE void store_first(T* p, const V& v, int m) {
-#if (defined(__x86_64__) || defined(__i386__)) && !defined(__clang__)
+#if MIMO_FAST_LANE_ASM
   if constexpr (sizeof(V) == 64) {
     const unsigned short k = static_cast<unsigned short>((1u << (m * static_cast<int>(sizeof(T) / 4))) - 1);
     asm("vmovups %1, %0%{%2%}" : "+m"(*reinterpret_cast<VectorBytes::of<V>*>(p)) : "v"(v), "Yk"(k));

@@ -85,10 +85,15 @@ template <> struct Lanes<double, 2> { typedef double type __attribute__((vector_
 // after inlining into the ISA wrapper). Clang builds therefore take the lane loop, which its
 // vectoriser turns into one vsqrtps / vsqrtpd inside each wrapper (clang 14: as many zmm
 // vsqrtps in the module as the GCC build has).
+#if (defined(__x86_64__) || defined(__i386__)) && !defined(__clang__)
+#define MIMO_FAST_LANE_ASM 1  // the lane helpers' inline asm: x86 with GCC (lane_transpose.h too)
+#else
+#define MIMO_FAST_LANE_ASM 0
+#endif
 template <typename T, int W, typename V = typename Lanes<T, W>::type>
 MIMO_FAST_INLINE V lane_sqrt(const V& x) {
   V r;
-#if (defined(__x86_64__) || defined(__i386__)) && !defined(__clang__)
+#if MIMO_FAST_LANE_ASM
   if constexpr (sizeof(V) == 16) {
     if constexpr (sizeof(T) == 4) asm("sqrtps %1, %0" : "=x"(r) : "x"(x));
     else asm("sqrtpd %1, %0" : "=x"(r) : "x"(x));
